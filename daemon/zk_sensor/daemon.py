@@ -1,0 +1,526 @@
+"""The zk-sensor daemon: one node of the fleet.
+
+Everything that touches ZooKeeper runs in this module's single loop. Kazoo's threads
+(connection listener, watches) only put an event on a queue and wake the loop, so no
+callback ever blocks or calls ZooKeeper, and every decision about leadership is taken
+in one place, in order.
+"""
+
+import argparse
+import contextlib
+import logging
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.protocol.states import KazooState, ZnodeStat
+from kazoo.recipe.watchers import DataWatch
+from kazoo.retry import KazooRetry
+
+from .aggregate import Aggregate, aggregate
+from .barrier import BarrierState, add_release, decode_barrier, encode_barrier, next_round
+from .config_watch import LiveConfig, watch_config
+from .counter import ShardedCounter
+from .delivery import Courier, one_line
+from .election import Election, Office
+from .layout import Layout
+from .logs import setup_logging
+from .readings import collect_readings, encode_reading
+from .sensors import Sensor, SensorError, open_sensor, take_reading
+from .settings import Settings, SettingsError, add_arguments, build_settings
+from .systemd import Systemd
+from .zk import ZK_ERRORS, Zk
+
+log = logging.getLogger("zk_sensor")
+
+RETRY_AFTER_ERROR = 1.0
+MAX_IDLE = 1.0
+CONNECT_BACKOFF_MAX = 5.0
+
+
+class Node:
+    def __init__(self, settings: Settings, sensor: Sensor, systemd: Systemd) -> None:
+        self.settings = settings
+        self.sensor = sensor
+        self.systemd = systemd
+        self.node_id = settings.node_id
+        self.layout = Layout(settings.namespace)
+        self.client = KazooClient(
+            hosts=settings.zookeeper,
+            timeout=settings.session_timeout,
+            connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=2.0),
+            command_retry=KazooRetry(max_tries=3, deadline=settings.zk_deadline),
+        )
+        self.zk = Zk(self.client, settings.zk_deadline)
+        self.config = LiveConfig(
+            {"sampling_period": settings.sampling_period, "api_url": settings.api_url}
+        )
+        self.election = Election(self.zk, self.layout, self.node_id, self._wake_election)
+        self.counter = ShardedCounter(self.zk, self.layout, self.node_id)
+        self.courier = Courier(settings.http_timeout)
+
+        self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
+        self.wake = threading.Event()
+        self.stop_requested = threading.Event()
+        self.link_up = False
+        self.watches: list[DataWatch] = []
+
+        self.registered = False
+        self.reading_published = False
+        self.need_evaluate = False
+        self.counter_dirty = False
+        self.retry_at = 0.0
+        self.offline_since: float | None = time.monotonic()
+
+        self.barrier: BarrierState | None = None
+        self.barrier_version = -1
+        self.barrier_changed_at = time.monotonic()
+        self.barrier_warned = False
+        self.measured_round: int | None = None
+        self.ready = False
+        self.skipped_readings = 0
+
+        self.office: Office | None = None
+        self.round_deadline = 0.0
+        self.devices: list[str] | None = None
+        self.last_aggregate: Aggregate | None = None
+
+    # Callbacks from kazoo's threads: record, enqueue, wake. Nothing else.
+
+    def _post(self, *event: Any) -> None:
+        self.events.put(event)
+        self.wake.set()
+
+    def _on_connection(self, state: str) -> None:
+        if state != KazooState.CONNECTED:
+            self.link_up = False
+        self._post("connection", state)
+
+    def _wake_election(self) -> None:
+        self._post("election")
+
+    def _on_config(self, key: str, data: bytes | None) -> None:
+        self._post("config", key, data)
+
+    def _on_barrier(self, data: bytes | None, stat: ZnodeStat | None) -> None:
+        self._post("barrier", data, stat)
+
+    def _on_devices_changed(self, _event: object) -> None:
+        self._post("devices")
+
+    def request_stop(self, signum: int, _frame: object) -> None:
+        log.info("received %s: stopping", signal.Signals(signum).name)
+        self.stop_requested.set()
+        self.wake.set()
+
+    # Leadership as the loop sees it.
+
+    @property
+    def leading(self) -> bool:
+        return self.office is not None and self.link_up
+
+    def step_down(self, reason: str) -> None:
+        if self.office is not None:
+            log.warning("stepping down as leader (epoch %d): %s", self.office.epoch, reason)
+        self.office = None
+        self.devices = None
+
+    # The loop.
+
+    def run(self) -> int:
+        self.client.add_listener(self._on_connection)
+        if not self.connect():
+            self.shutdown()
+            return 0
+        self.courier.start()
+        self.watches = [*watch_config(self.client, self.layout, self._on_config),
+                        DataWatch(self.client, self.layout.barrier, self._on_barrier)]
+        while not self.stop_requested.is_set():
+            self.wake.wait(self.next_wakeup())
+            self.wake.clear()
+            self.drain_events()
+            if not self.stop_requested.is_set():
+                self.step()
+            self.report()
+        self.shutdown()
+        return 0
+
+    def connect(self) -> bool:
+        """Keep trying until connected or told to stop; a missing ensemble is not fatal."""
+        backoff = 0.5
+        while not self.stop_requested.is_set():
+            try:
+                self.client.start(timeout=self.settings.session_timeout)
+            except ZK_ERRORS as error:
+                log.warning("cannot reach ZooKeeper at %s: %s; retrying in %.1f s",
+                            self.settings.zookeeper, one_line(error) or "timed out", backoff)
+                self.stop_requested.wait(backoff)
+                backoff = min(backoff * 2, CONNECT_BACKOFF_MAX)
+                continue
+            self.link_up = True
+            self.offline_since = None
+            log.info("connected to ZooKeeper %s (session 0x%x, timeout %.1f s)",
+                     self.settings.zookeeper, self.client.client_id[0],
+                     self.settings.session_timeout)
+            return True
+        return False
+
+    def next_wakeup(self) -> float:
+        now = time.monotonic()
+        candidates = [MAX_IDLE, self.retry_at - now]
+        if self.leading:
+            candidates.append(self.round_deadline - now)
+        return max(0.0, min(candidates))
+
+    def drain_events(self) -> None:
+        handlers: dict[str, Callable[..., None]] = {
+            "connection": self.on_connection_event,
+            "election": self.on_election_event,
+            "config": self.on_config_event,
+            "barrier": self.on_barrier_event,
+            "devices": self.on_devices_event,
+        }
+        while True:
+            try:
+                kind, *args = self.events.get_nowait()
+            except queue.Empty:
+                return
+            handlers[kind](*args)
+
+    def on_connection_event(self, state: str) -> None:
+        if state == KazooState.SUSPENDED:
+            if self.offline_since is None:
+                self.offline_since = time.monotonic()
+            log.warning("ZooKeeper connection suspended")
+            self.step_down("connection suspended; leadership unknown until reconnected")
+        elif state == KazooState.LOST:
+            if self.offline_since is None:
+                self.offline_since = time.monotonic()
+            log.warning("ZooKeeper session lost; its ephemeral znodes are gone")
+            self.step_down("session lost")
+            self.election.forget()
+            self.registered = False
+            self.reading_published = False
+        elif state == KazooState.CONNECTED and self.client.connected:
+            self.link_up = True
+            if self.offline_since is not None:
+                log.info("ZooKeeper connection back after %.1f s (session 0x%x)",
+                         time.monotonic() - self.offline_since, self.client.client_id[0])
+                self.offline_since = None
+            self.need_evaluate = True
+
+    def on_election_event(self) -> None:
+        self.need_evaluate = True
+
+    def on_config_event(self, key: str, data: bytes | None) -> None:
+        changed = self.config.apply(key, data)
+        if changed and key == "sampling_period" and self.leading:
+            self.round_deadline = min(
+                self.round_deadline, time.monotonic() + self.config.sampling_period
+            )
+
+    def on_barrier_event(self, data: bytes | None, stat: ZnodeStat | None) -> None:
+        if stat is None:
+            return
+        self.accept_barrier(data, stat.version)
+
+    def accept_barrier(self, data: bytes | None, version: int) -> None:
+        if version <= self.barrier_version:
+            return
+        state = decode_barrier(data)
+        if state is None:
+            log.error("barrier znode holds garbage (version %d); waiting for the leader", version)
+            return
+        self.barrier, self.barrier_version = state, version
+        self.barrier_changed_at = time.monotonic()
+        self.barrier_warned = False
+
+    def on_devices_event(self) -> None:
+        if self.leading:
+            self.refresh_devices()
+
+    def step(self) -> None:
+        if not self.link_up or time.monotonic() < self.retry_at:
+            return
+        try:
+            self.step_unguarded()
+        except ZK_ERRORS as error:
+            log.warning("ZooKeeper call failed: %s; retrying in %.0f s",
+                        one_line(error) or type(error).__name__, RETRY_AFTER_ERROR)
+            self.retry_at = time.monotonic() + RETRY_AFTER_ERROR
+
+    def step_unguarded(self) -> None:
+        if not self.registered:
+            self.register()
+        if self.need_evaluate:
+            self.evaluate_leadership()
+        if self.barrier is not None and (
+            self.measured_round is None or self.barrier.round > self.measured_round
+        ):
+            self.measure(self.barrier.round)
+        if self.counter_dirty:
+            self.counter.flush()
+            self.counter_dirty = False
+        if self.leading and time.monotonic() >= self.round_deadline:
+            self.run_round()
+        self.recheck_stalled_barrier()
+
+    def register(self) -> None:
+        for path in self.layout.persistent_dirs():
+            self.zk.ensure_path(path)
+        self.zk.create_if_missing(self.layout.epoch)
+        self.zk.create_if_missing(self.layout.barrier, encode_barrier(BarrierState(round=0)))
+        if self.counter.version is None:
+            self.counter.load()
+        ghosts = self.election.remove_ghosts()
+        if ghosts:
+            log.warning("removed election candidates left by a previous session: %s",
+                        ", ".join(ghosts))
+        self.election.register()
+        self.registered = True
+        self.need_evaluate = True
+
+    def evaluate_leadership(self) -> None:
+        first_in_line = self.election.evaluate()
+        self.need_evaluate = False
+        if first_in_line and self.office is None:
+            self.take_office()
+        elif not first_in_line and self.office is not None:
+            self.step_down("no longer first in line")
+
+    def take_office(self) -> None:
+        office = self.election.take_office(self.node_id)
+        data, stat = self.zk.get(self.layout.barrier)
+        self.accept_barrier(data, stat.version)
+        released_wall = stat.mtime / 1000.0 + office.clock_offset
+        period = self.config.sampling_period
+        wait = min(period, max(0.0, released_wall + period - time.time()))
+        self.office = office
+        self.round_deadline = time.monotonic() + wait
+        round_number = self.barrier.round if self.barrier else 0
+        log.info("I am the leader now (epoch %d): round %d closes in %.1f s",
+                 office.epoch, round_number, wait)
+        self.refresh_devices()
+
+    def refresh_devices(self) -> None:
+        devices = sorted(self.zk.children(self.layout.readings, watch=self._on_devices_changed))
+        if devices != self.devices:
+            log.info("connected devices (%d): %s%s", len(devices), ", ".join(devices),
+                     describe_change(self.devices, devices))
+        self.devices = devices
+
+    def measure(self, round_number: int) -> None:
+        try:
+            value = take_reading(self.sensor)
+        except SensorError as error:
+            self.skipped_readings += 1
+            log.warning("reading for round %d skipped (%d so far): %s",
+                        round_number, self.skipped_readings, error)
+            self.measured_round = round_number
+            return
+        self.publish(encode_reading(value, time.time(), round_number))
+        self.measured_round = round_number
+        self.counter.record_measurement()
+        self.counter_dirty = True
+        log.debug("measured %.3f for round %d (measurement %d of this node)",
+                  value, round_number, self.counter.count)
+        if not self.ready:
+            self.ready = True
+            self.systemd.ready()
+            log.info("ready: first reading published (round %d)", round_number)
+
+    def publish(self, payload: bytes) -> None:
+        path = self.layout.reading(self.node_id)
+        if self.reading_published:
+            try:
+                self.zk.set(path, payload)
+                return
+            except NoNodeError:
+                self.reading_published = False
+        try:
+            self.zk.create(path, payload, ephemeral=True)
+        except NodeExistsError:
+            self.take_over_reading(path, payload)
+        self.reading_published = True
+
+    def take_over_reading(self, path: str, payload: bytes) -> None:
+        """The znode is ours if our session owns it; otherwise it is a ghost of a previous
+        life (or not ephemeral at all) and would vanish under us: replace it."""
+        stat = self.zk.exists(path)
+        if stat is not None and stat.ephemeralOwner == self.client.client_id[0]:
+            self.zk.set(path, payload)
+            return
+        if stat is not None:
+            log.warning("replacing reading znode %s owned by session 0x%x", path,
+                        stat.ephemeralOwner)
+            with contextlib.suppress(NoNodeError):
+                self.zk.delete(path, version=stat.version)
+        self.zk.create(path, payload, ephemeral=True)
+
+    def run_round(self) -> None:
+        assert self.office is not None and self.barrier is not None
+        office, current = self.office, self.barrier
+        collection = collect_readings(self.zk, self.layout)
+        readings = collection.for_round(current.round)
+        result = aggregate(
+            [reading.value for reading in readings],
+            round_number=current.round, epoch=office.epoch, leader=self.node_id, now=time.time(),
+        )
+        released = next_round(
+            current, epoch=office.epoch, leader=self.node_id, now=time.time(), last=result
+        )
+        transaction = self.client.transaction()
+        transaction.check(self.layout.epoch, office.epoch)
+        add_release(transaction, self.layout.barrier, released, self.barrier_version)
+        outcome = self.zk.commit(transaction)
+        if any(isinstance(item, Exception) for item in outcome):
+            self.step_down(f"round {current.round} fenced off: the epoch or the barrier moved")
+            self.need_evaluate = True
+            return
+        self.accept_barrier(encode_barrier(released), outcome[1].version)
+        self.round_deadline = time.monotonic() + self.config.sampling_period
+        self.log_round(current.round, result, collection.garbage, collection.vanished,
+                       len(collection.readings) - len(readings))
+        if result is not None:
+            self.last_aggregate = result
+            self.courier.submit(result, self.config.api_url)
+
+    def log_round(self, round_number: int, result: Aggregate | None, garbage: list[str],
+                  vanished: list[str], late: int) -> None:
+        notes = []
+        if late:
+            notes.append(f"{late} late")
+        if garbage:
+            notes.append(f"{len(garbage)} garbage skipped ({', '.join(garbage)})")
+        if vanished:
+            notes.append(f"{len(vanished)} vanished mid-read")
+        suffix = f" [{'; '.join(notes)}]" if notes else ""
+        if result is None:
+            log.info("round %d: no readings%s", round_number, suffix)
+            return
+        log.info("round %d: mean %.2f over %d devices (min %.2f, max %.2f)%s",
+                 round_number, result.mean, result.count, result.min, result.max, suffix)
+
+    def recheck_stalled_barrier(self) -> None:
+        """A device never trusts one watch forever: if no release came for a while, it
+        reads the barrier itself, in case a watch was lost across a connection blip."""
+        stalled_after = max(3 * self.config.sampling_period, 2 * self.settings.session_timeout)
+        if time.monotonic() - self.barrier_changed_at < stalled_after:
+            return
+        data, stat = self.zk.get(self.layout.barrier)
+        self.barrier_changed_at = time.monotonic()
+        if stat.version > self.barrier_version:
+            self.accept_barrier(data, stat.version)
+        elif not self.barrier_warned:
+            self.barrier_warned = True
+            log.warning("no round released for %.0f s; waiting for a leader", stalled_after)
+
+    def healthy(self) -> bool:
+        return self.offline_since is None or (
+            time.monotonic() - self.offline_since < self.settings.offline_grace
+        )
+
+    def report(self) -> None:
+        self.systemd.status(self.status_line())
+        if self.healthy():
+            self.systemd.feed_watchdog()
+
+    def status_line(self) -> str:
+        if not self.link_up:
+            return "ZooKeeper unreachable; waiting to reconnect"
+        round_number = self.barrier.round if self.barrier else "?"
+        last = self.barrier.last if self.barrier else None
+        mean = (f"last mean {last['mean']:.2f} over {last['count']} devices"
+                if last else "no mean yet")
+        if self.office is not None:
+            devices = len(self.devices) if self.devices is not None else "?"
+            return (f"leader (epoch {self.office.epoch}), {devices} devices, "
+                    f"round {round_number}, {mean}")
+        leader = self.barrier.leader if self.barrier and self.barrier.leader else None
+        return (f"follower (leader: {'node ' + leader if leader else 'none yet'}), "
+                f"round {round_number}, {mean}")
+
+    def shutdown(self) -> None:
+        self.systemd.stopping()
+        was_leader = self.office is not None
+        self.office = None
+        if self.client.connected:
+            try:
+                self.election.resign()
+                if self.counter_dirty:
+                    self.counter.flush()
+            except ZK_ERRORS as error:
+                log.warning("could not resign cleanly: %s", one_line(error))
+            if was_leader:
+                log.info("gave up leadership")
+        self.courier.stop(self.settings.http_timeout)
+        self.client.stop()
+        self.client.close()
+        self.sensor.close()
+        log.info("stopped; session closed")
+
+
+def describe_change(before: list[str] | None, after: list[str]) -> str:
+    if before is None:
+        return ""
+    joined = [node for node in after if node not in before]
+    left = [node for node in before if node not in after]
+    parts = ([f"joined: {', '.join(joined)}"] if joined else []) + (
+        [f"left: {', '.join(left)}"] if left else []
+    )
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def check_watchdog_budget(settings: Settings, systemd: Systemd) -> None:
+    """One loop step makes at most three sequential ZooKeeper calls; each may take the
+    full deadline, and the watchdog must still be fed in time."""
+    interval = systemd.watchdog_interval
+    if interval is not None and interval < 3 * settings.zk_deadline:
+        raise SettingsError(
+            f"WatchdogSec is too short: half of it ({interval:.1f} s) must cover three "
+            f"ZooKeeper deadlines ({3 * settings.zk_deadline:.1f} s); lower zk_deadline or "
+            "raise WatchdogSec"
+        )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="zk-sensor", description="One sensor node of a ZooKeeper-coordinated fleet."
+    )
+    add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    cli = {key: value for key, value in vars(args).items() if key != "config"}
+    systemd = Systemd()
+    try:
+        settings = build_settings(cli, os.environ, args.config)
+        check_watchdog_budget(settings, systemd)
+    except SettingsError as error:
+        print(f"zk-sensor: {error}", file=sys.stderr)
+        return 2
+    setup_logging(f"node {settings.node_id}", settings.log_level)
+    try:
+        sensor = open_sensor(settings)
+    except SensorError as error:
+        log.error("%s", error)
+        return 1
+    node = Node(settings, sensor, systemd)
+    signal.signal(signal.SIGTERM, node.request_stop)
+    signal.signal(signal.SIGINT, node.request_stop)
+    log.info("starting: sensor %s, ZooKeeper %s, namespace %s",
+             sensor.name, settings.zookeeper, settings.namespace)
+    return node.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

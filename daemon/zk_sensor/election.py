@@ -1,0 +1,131 @@
+"""Leader election: ephemeral sequential candidates, each watching only its predecessor.
+
+Why not kazoo's Election recipe: it runs the leader's work inside a blocking call on a
+lock, which cannot step down the instant the connection is suspended. Here the daemon's
+loop asks `evaluate()` whenever a watch or a connection change says something moved,
+and leadership is a fact the loop re-checks rather than a function it is stuck inside.
+
+Each candidate watches the one just before it, so a join or leave wakes one node, not
+the whole fleet (no herd).
+
+Taking office bumps the epoch znode in the same transaction that checks our candidate
+znode still exists: the epoch (that znode's version) only grows, and it fences every
+later act of this leader.
+"""
+
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kazoo.exceptions import NoNodeError
+
+from .layout import Layout
+from .zk import Zk
+
+PREFIX = "n_"
+
+
+@dataclass(frozen=True)
+class Office:
+    epoch: int
+    clock_offset: float
+
+
+def sequence_of(name: str) -> int:
+    return int(name.rsplit("_", 1)[-1])
+
+
+class Election:
+    def __init__(
+        self, zk: Zk, layout: Layout, node_id: str, on_change: Callable[[], None]
+    ) -> None:
+        self.zk = zk
+        self.layout = layout
+        self.node_id = node_id
+        self.on_change = on_change
+        self.candidate: str | None = None
+
+    def _watch(self, _event: object) -> None:
+        self.on_change()
+
+    def register(self) -> None:
+        """Stand as a candidate, first removing any candidate of ours left by a dead session."""
+        self.remove_ghosts()
+        path = self.zk.create(
+            f"{self.layout.election}/{PREFIX}", self.node_id.encode(), ephemeral=True, sequence=True
+        )
+        self.candidate = path.rsplit("/", 1)[-1]
+
+    def remove_ghosts(self) -> list[str]:
+        """Our node id on a candidate owned by another session: a previous life of ours,
+        restarted within the session timeout. Left alone it would be leader in our name
+        until its session expires, and nobody would act."""
+        session_id = self.zk.client.client_id[0] if self.zk.client.client_id else None
+        names = self.zk.children(self.layout.election)
+        found = self.zk.get_many(f"{self.layout.election}/{name}" for name in names)
+        ghosts = []
+        for path, result in found.items():
+            if result is None or result[0].decode(errors="replace") != self.node_id:
+                continue
+            if result[1].ephemeralOwner == session_id:
+                continue
+            with contextlib.suppress(NoNodeError):
+                self.zk.delete(path, version=result[1].version)
+                ghosts.append(path)
+        return ghosts
+
+    def evaluate(self) -> bool:
+        """True if we are first in line; otherwise watch our predecessor and return False."""
+        if self.candidate is None:
+            self.register()
+        names = sorted(self.zk.children(self.layout.election), key=sequence_of)
+        if self.candidate not in names:
+            self.candidate = None
+            self.register()
+            names = sorted(self.zk.children(self.layout.election), key=sequence_of)
+        position = names.index(self.candidate)
+        if position == 0:
+            return True
+        predecessor = f"{self.layout.election}/{names[position - 1]}"
+        if self.zk.exists(predecessor, watch=self._watch) is None:
+            self.on_change()
+        return False
+
+    def take_office(self, leader_id: str) -> Office:
+        """Bump the epoch, only if our candidacy still stands; raises if it does not."""
+        transaction = self.zk.client.transaction()
+        transaction.check(f"{self.layout.election}/{self.candidate}", 0)
+        transaction.set_data(self.layout.epoch, leader_id.encode())
+        sent_at = time.time()
+        results = self.zk.commit(transaction)
+        failure = next((r for r in results if isinstance(r, Exception)), None)
+        if failure is not None:
+            raise failure
+        stat = results[1]
+        received_at = time.time()
+        server_time = stat.mtime / 1000.0
+        return Office(epoch=stat.version, clock_offset=(sent_at + received_at) / 2 - server_time)
+
+    def resign(self) -> None:
+        if self.candidate is None:
+            return
+        with contextlib.suppress(NoNodeError):
+            self.zk.delete(f"{self.layout.election}/{self.candidate}")
+        self.candidate = None
+
+    def forget(self) -> None:
+        """After a session loss our candidate znode is gone with the session."""
+        self.candidate = None
+
+
+def current_leader(zk: Zk, layout: Layout) -> str | None:
+    names = sorted(zk.children(layout.election), key=sequence_of)
+    for name in names:
+        try:
+            data, _ = zk.get(f"{layout.election}/{name}")
+        except NoNodeError:
+            continue
+        return data.decode(errors="replace")
+    return None
+

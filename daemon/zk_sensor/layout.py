@@ -1,0 +1,51 @@
+"""Where everything lives in ZooKeeper, in one place so the daemon and the CLI agree.
+
+Paths are absolute and carry the namespace explicitly instead of relying on a chroot
+in the connection string: the layout is then visible in every log line and in zkCli.
+"""
+
+from dataclasses import dataclass
+
+CONFIG_KEYS = ("sampling_period", "api_url")
+
+
+@dataclass(frozen=True)
+class Layout:
+    namespace: str = "/zk-sensor"
+
+    @property
+    def config(self) -> str:
+        return f"{self.namespace}/config"
+
+    def config_key(self, key: str) -> str:
+        return f"{self.config}/{key}"
+
+    @property
+    def readings(self) -> str:
+        return f"{self.namespace}/readings"
+
+    def reading(self, node_id: str) -> str:
+        return f"{self.readings}/{node_id}"
+
+    @property
+    def election(self) -> str:
+        return f"{self.namespace}/election"
+
+    @property
+    def epoch(self) -> str:
+        """The fencing token: its znode version grows by one each time a leader takes office."""
+        return f"{self.namespace}/epoch"
+
+    @property
+    def barrier(self) -> str:
+        return f"{self.namespace}/barrier"
+
+    @property
+    def counter(self) -> str:
+        return f"{self.namespace}/counter"
+
+    def counter_shard(self, node_id: str) -> str:
+        return f"{self.counter}/{node_id}"
+
+    def persistent_dirs(self) -> tuple[str, ...]:
+        return (self.config, self.readings, self.election, self.counter)

@@ -1,0 +1,70 @@
+"""Readings: one ephemeral znode per device, and the leader's pipelined collection of them.
+
+A reading's payload is JSON: the value, when it was taken, and the round it belongs to,
+so the leader can tell this round's readings from those of a device that fell behind.
+"""
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+
+from .layout import Layout
+from .zk import Zk
+
+
+@dataclass(frozen=True)
+class Reading:
+    node: str
+    value: float
+    taken_at: float
+    round: int
+
+
+def encode_reading(value: float, taken_at: float, round_number: int) -> bytes:
+    return json.dumps({"value": value, "taken_at": taken_at, "round": round_number}).encode()
+
+
+def decode_reading(node: str, data: bytes) -> Reading:
+    """Raises ValueError for anything that is not a well-formed reading."""
+    try:
+        payload = json.loads(data.decode())
+        value = float(payload["value"])
+        taken_at = float(payload["taken_at"])
+        round_number = int(payload["round"])
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ValueError(f"malformed reading payload: {error}") from None
+    if not (math.isfinite(value) and math.isfinite(taken_at)):
+        raise ValueError("reading is not a finite number")
+    return Reading(node=node, value=value, taken_at=taken_at, round=round_number)
+
+
+@dataclass
+class Collection:
+    readings: list[Reading] = field(default_factory=list)
+    garbage: list[str] = field(default_factory=list)
+    vanished: list[str] = field(default_factory=list)
+
+    def for_round(self, round_number: int) -> list[Reading]:
+        return [reading for reading in self.readings if reading.round == round_number]
+
+
+def collect_readings(zk: Zk, layout: Layout) -> Collection:
+    """Every device's reading, tolerating devices that leave between list and read."""
+    nodes = sorted(zk.children(layout.readings))
+    raw = zk.get_many(layout.reading(node) for node in nodes)
+    collection = Collection()
+    for node in nodes:
+        result = raw[layout.reading(node)]
+        if result is None:
+            collection.vanished.append(node)
+            continue
+        try:
+            collection.readings.append(decode_reading(node, result[0]))
+        except ValueError:
+            collection.garbage.append(node)
+    return collection
+
+
+def age(reading: Reading, now: float | None = None) -> float:
+    return (time.time() if now is None else now) - reading.taken_at

@@ -1,0 +1,148 @@
+"""The daemon's local settings: defaults, then a TOML file, then ZK_SENSOR_* variables,
+then the command line. Fleet-wide values (period, collector URL) live in ZooKeeper;
+the local ones here are only the start-up defaults until ZooKeeper says otherwise.
+"""
+
+import argparse
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .validation import InvalidValue, parse_api_url, parse_node_id, parse_sampling_period
+
+ENV_PREFIX = "ZK_SENSOR_"
+SENSOR_DRIVERS = ("simulated", "mcp3008", "loadavg", "disk")
+
+
+@dataclass(frozen=True)
+class Settings:
+    node_id: str = ""
+    zookeeper: str = "127.0.0.1:2181"
+    namespace: str = "/zk-sensor"
+    sampling_period: float = 5.0
+    api_url: str = "http://127.0.0.1:8080/nuevo"
+    sensor: str = "simulated"
+    sensor_channel: int = 0
+    sensor_scale: float = 1.0
+    sensor_offset: float = 0.0
+    pin_factory: str = "lgpio"
+    disk_path: str = "/"
+    session_timeout: float = 10.0
+    zk_deadline: float = 2.0
+    http_timeout: float = 3.0
+    offline_grace: float = 120.0
+    log_level: str = "info"
+
+
+FILE_ALIASES = {"id": "node_id"}
+
+
+class SettingsError(ValueError):
+    """A setting that stops the daemon from starting; one line for the operator."""
+
+
+def _coerce(name: str, raw: Any) -> Any:
+    kind = type(getattr(Settings(), name))
+    try:
+        if kind is float:
+            return float(raw)
+        if kind is int:
+            return int(raw)
+    except (TypeError, ValueError):
+        raise SettingsError(f"setting {name}={raw!r} is not a {kind.__name__}") from None
+    return str(raw)
+
+
+def _known(name: str, source: str) -> str:
+    name = FILE_ALIASES.get(name, name)
+    if name not in {f.name for f in fields(Settings)}:
+        raise SettingsError(f"unknown setting {name!r} in {source}")
+    return name
+
+
+def from_file(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise SettingsError(f"cannot read config file {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
+    return {_known(key, str(path)): value for key, value in data.items()}
+
+
+def from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, value in env.items():
+        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
+            continue
+        values[_known(key[len(ENV_PREFIX) :].lower(), key)] = value
+    return values
+
+
+def _check(settings: Settings) -> Settings:
+    try:
+        node_id = parse_node_id(settings.node_id)
+        parse_sampling_period(str(settings.sampling_period))
+        parse_api_url(settings.api_url)
+    except InvalidValue as error:
+        raise SettingsError(str(error)) from None
+    if settings.sensor not in SENSOR_DRIVERS:
+        raise SettingsError(f"sensor {settings.sensor!r} is not one of {', '.join(SENSOR_DRIVERS)}")
+    if not settings.namespace.startswith("/") or settings.namespace.endswith("/"):
+        raise SettingsError(
+            f"namespace {settings.namespace!r} must start with '/' and not end with it"
+        )
+    if not 1.0 <= settings.session_timeout <= 60.0:
+        raise SettingsError(f"session_timeout {settings.session_timeout:g} s is outside 1..60 s")
+    if not 0 < settings.zk_deadline <= settings.session_timeout / 3:
+        raise SettingsError(
+            f"zk_deadline {settings.zk_deadline:g} s must be positive and at most a third of "
+            f"session_timeout ({settings.session_timeout:g} s), so a call gives up before the "
+            "session can expire"
+        )
+    if settings.http_timeout <= 0:
+        raise SettingsError("http_timeout must be positive")
+    return dataclasses.replace(settings, node_id=node_id)
+
+
+def build_settings(
+    cli: Mapping[str, Any], env: Mapping[str, str], config_file: str | None
+) -> Settings:
+    """Merge every source, the command line winning, and check the result as a whole."""
+    values: dict[str, Any] = {}
+    file_name = config_file or env.get(f"{ENV_PREFIX}CONFIG")
+    if file_name:
+        values.update(from_file(Path(file_name)))
+    values.update(from_env(env))
+    values.update({key: value for key, value in cli.items() if value is not None})
+    coerced = {name: _coerce(name, value) for name, value in values.items()}
+    return _check(Settings(**coerced))
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="TOML file of settings (also ZK_SENSOR_CONFIG)")
+    parser.add_argument("--id", dest="node_id", help="this node's unique id")
+    parser.add_argument("--zookeeper", help="connection string host:port,host:port,...")
+    parser.add_argument("--namespace", help="root znode of the fleet (default /zk-sensor)")
+    parser.add_argument("--sampling-period", dest="sampling_period", type=float,
+                        help="seconds; used until /config/sampling_period is set")
+    parser.add_argument("--api-url", dest="api_url",
+                        help="collector URL; used until /config/api_url is set")
+    parser.add_argument("--sensor", choices=SENSOR_DRIVERS, help="sensor driver")
+    parser.add_argument("--sensor-channel", dest="sensor_channel", type=int,
+                        help="MCP3008 channel 0-7")
+    parser.add_argument("--sensor-scale", dest="sensor_scale", type=float,
+                        help="MCP3008: reading = value(0..1) * scale + offset")
+    parser.add_argument("--sensor-offset", dest="sensor_offset", type=float)
+    parser.add_argument("--pin-factory", dest="pin_factory",
+                        help="gpiozero pin factory for real hardware (lgpio, rpigpio, pigpio)")
+    parser.add_argument("--disk-path", dest="disk_path", help="filesystem for the disk sensor")
+    parser.add_argument("--session-timeout", dest="session_timeout", type=float)
+    parser.add_argument("--zk-deadline", dest="zk_deadline", type=float,
+                        help="seconds any single ZooKeeper call may take")
+    parser.add_argument("--http-timeout", dest="http_timeout", type=float)
+    parser.add_argument("--log-level", dest="log_level",
+                        choices=("debug", "info", "warning", "error"))

@@ -1,0 +1,74 @@
+"""Validation of the fleet-wide config values, shared by the daemon and the CLI.
+
+The CLI refuses a bad value before writing it; the daemon refuses one written behind
+its back (zkCli.sh) and keeps the last good value. Both must agree on what is bad.
+"""
+
+import math
+import re
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+MIN_PERIOD = 0.1
+MAX_PERIOD = 3600.0
+NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class InvalidValue(ValueError):
+    """A value that must not be used; its message is one line meant for an operator."""
+
+
+def parse_sampling_period(text: str) -> float:
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise InvalidValue(f"sampling_period {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise InvalidValue(f"sampling_period {text!r} is not a finite number")
+    if value <= 0:
+        raise InvalidValue(f"sampling_period {text!r} must be greater than zero")
+    if value < MIN_PERIOD or value > MAX_PERIOD:
+        raise InvalidValue(
+            f"sampling_period {text!r} is outside {MIN_PERIOD:g}..{MAX_PERIOD:g} seconds"
+        )
+    return value
+
+
+def parse_api_url(text: str) -> str:
+    url = text.strip()
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as error:
+        raise InvalidValue(f"api_url {text!r} is not a valid URL: {error}") from None
+    if parts.scheme not in ("http", "https"):
+        raise InvalidValue(f"api_url {text!r} must start with http:// or https://")
+    if not parts.hostname:
+        raise InvalidValue(f"api_url {text!r} has no host")
+    if port == 0:
+        raise InvalidValue(f"api_url {text!r} has port 0")
+    if any(ch.isspace() for ch in url):
+        raise InvalidValue(f"api_url {text!r} contains white space")
+    return url
+
+
+def parse_node_id(text: str) -> str:
+    node_id = str(text).strip()
+    if not NODE_ID_PATTERN.match(node_id):
+        raise InvalidValue(
+            f"node id {text!r} must be 1-64 characters of letters, digits, '.', '_' or '-'"
+        )
+    return node_id
+
+
+CONFIG_PARSERS: dict[str, Callable[[str], float | str]] = {
+    "sampling_period": parse_sampling_period,
+    "api_url": parse_api_url,
+}
+
+
+def format_config_value(value: float | str) -> str:
+    """Plain text, as zkCli.sh would write it: `6`, not `6.0`."""
+    if isinstance(value, float):
+        return f"{value:g}" if value == int(value) else repr(value)
+    return value
