@@ -6,10 +6,13 @@ import contextlib
 import re
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+
+from fleet import Fleet, Receiver
 from zkharness import MakeZk, ZkEnsemble
 
 CONNECT_TIMEOUT_S = 10.0
@@ -77,12 +80,6 @@ def make_zk() -> Iterator[MakeZk]:
             client.close()
 
 
-@pytest.fixture
-def kazoo_client(make_zk: MakeZk) -> MakeZk:
-    """Alias of `make_zk`, for tests that prefer this name."""
-    return make_zk
-
-
 def _namespace_for(test_name: str) -> str:
     """Return "/t-<sanitised test name>-<6 random hex>": unique, yet traceable to its test."""
     slug = re.sub(r"[^A-Za-z0-9_-]+", "-", test_name).strip("-")[:60] or "test"
@@ -128,3 +125,27 @@ def zk_ensemble(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZkEnsemble
         yield ensemble
     finally:
         ensemble.stop()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP endpoint on loopback that records every delivery."""
+    with Receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def fleet(zk_hosts: str, zk_namespace: str, receiver: Receiver, tmp_path: Path) -> Iterator[Fleet]:
+    """Daemons on the shared standalone server, in the test's own namespace, delivering
+    JSON to `receiver`; all stopped at teardown."""
+    running = Fleet(zk_hosts, zk_namespace, tmp_path, receiver.url("/rounds"))
+    yield running
+    running.stop_all()
+
+
+@pytest.fixture
+def ensemble_fleet(zk_ensemble: ZkEnsemble, receiver: Receiver, tmp_path: Path) -> Iterator[Fleet]:
+    """Daemons on a fresh 3-server ensemble, connected through all three servers."""
+    running = Fleet(zk_ensemble.hosts, "/zk-sensor", tmp_path, receiver.url("/rounds"))
+    yield running
+    running.stop_all()

@@ -6,6 +6,7 @@ import time
 
 import pytest
 from kazoo.protocol.states import KazooState
+
 from zkharness import MakeZk, ZkEnsemble
 
 

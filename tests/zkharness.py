@@ -241,6 +241,15 @@ class ZkServer:
             )
         _live_servers.add(self)
 
+    def pause(self) -> None:
+        """SIGSTOP: the server stops answering without closing any connection."""
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self._proc is not None:
+            self._proc.send_signal(signal.SIGCONT)
+
     def is_running(self) -> bool:
         """True while the JVM process exists (whether or not it is serving)."""
         return self._proc is not None and self._proc.poll() is None

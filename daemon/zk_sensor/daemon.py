@@ -13,7 +13,6 @@ import os
 import queue
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,6 +35,7 @@ from .readings import collect_readings, encode_reading
 from .sensors import Sensor, SensorError, open_sensor, take_reading
 from .settings import Settings, SettingsError, add_arguments, build_settings
 from .systemd import Systemd
+from .waker import Waker
 from .zk import ZK_ERRORS, Zk
 
 log = logging.getLogger("zk_sensor")
@@ -67,8 +67,8 @@ class Node:
         self.courier = Courier(settings.http_timeout)
 
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
-        self.wake = threading.Event()
-        self.stop_requested = threading.Event()
+        self.waker = Waker()
+        self.stop_signal: int | None = None
         self.link_up = False
         self.watches: list[DataWatch] = []
 
@@ -96,7 +96,7 @@ class Node:
 
     def _post(self, *event: Any) -> None:
         self.events.put(event)
-        self.wake.set()
+        self.waker.wake()
 
     def _on_connection(self, state: str) -> None:
         if state != KazooState.CONNECTED:
@@ -116,9 +116,13 @@ class Node:
         self._post("devices")
 
     def request_stop(self, signum: int, _frame: object) -> None:
-        log.info("received %s: stopping", signal.Signals(signum).name)
-        self.stop_requested.set()
-        self.wake.set()
+        """Signal handler: no logging, no locks; the loop notices and acts."""
+        self.stop_signal = signum
+        self.waker.wake()
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_signal is not None
 
     # Leadership as the loop sees it.
 
@@ -142,11 +146,10 @@ class Node:
         self.courier.start()
         self.watches = [*watch_config(self.client, self.layout, self._on_config),
                         DataWatch(self.client, self.layout.barrier, self._on_barrier)]
-        while not self.stop_requested.is_set():
-            self.wake.wait(self.next_wakeup())
-            self.wake.clear()
+        while not self.stopping:
+            self.waker.wait(self.next_wakeup())
             self.drain_events()
-            if not self.stop_requested.is_set():
+            if not self.stopping:
                 self.step()
             self.report()
         self.shutdown()
@@ -155,13 +158,13 @@ class Node:
     def connect(self) -> bool:
         """Keep trying until connected or told to stop; a missing ensemble is not fatal."""
         backoff = 0.5
-        while not self.stop_requested.is_set():
+        while not self.stopping:
             try:
                 self.client.start(timeout=self.settings.session_timeout)
             except ZK_ERRORS as error:
                 log.warning("cannot reach ZooKeeper at %s: %s; retrying in %.1f s",
                             self.settings.zookeeper, one_line(error) or "timed out", backoff)
-                self.stop_requested.wait(backoff)
+                self.waker.wait(backoff)
                 backoff = min(backoff * 2, CONNECT_BACKOFF_MAX)
                 continue
             self.link_up = True
@@ -449,6 +452,8 @@ class Node:
 
     def shutdown(self) -> None:
         self.systemd.stopping()
+        if self.stop_signal is not None:
+            log.info("received %s: stopping", signal.Signals(self.stop_signal).name)
         was_leader = self.office is not None
         self.office = None
         if self.client.connected:
@@ -464,6 +469,7 @@ class Node:
         self.client.stop()
         self.client.close()
         self.sensor.close()
+        self.waker.close()
         log.info("stopped; session closed")
 
 

@@ -1,0 +1,76 @@
+# Developer entry points for zk-sensor.
+#
+#   make venv    .venv with the package (editable) and the dev tools (pytest, ruff)
+#   make demo    a 3-server ZooKeeper ensemble, 3 daemons and a stand-in collector
+#   make test    ruff, then the whole test suite against real ZooKeeper servers
+#   make lint    ruff only
+#   make clean   caches, build output and .demo/ (keeps .venv; `make distclean` drops it too)
+#
+# The tests and the demo start Debian's `zookeeper` package; `make zookeeper` installs it
+# when missing (root only, through apt-get).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON ?= python3
+VENV := .venv
+VENV_PY := $(VENV)/bin/python
+# Written after a successful install: re-running `make venv` is instant until
+# pyproject.toml changes.
+VENV_STAMP := $(VENV)/.installed
+ZK_JAR := /usr/share/java/zookeeper.jar
+PYTEST_ARGS ?= -q -ra
+
+.PHONY: venv zookeeper demo test lint clean distclean
+
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP): pyproject.toml
+	@if ! [ -x $(VENV_PY) ]; then \
+	    if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null; then \
+	        if [ "$$(id -u)" -ne 0 ]; then \
+	            echo "make: '$(PYTHON) -m venv' is unavailable; run: sudo apt-get install python3-venv" >&2; \
+	            exit 1; \
+	        fi; \
+	        echo "+ apt-get install python3-venv"; \
+	        apt-get update; \
+	        DEBIAN_FRONTEND=noninteractive apt-get install -y python3-venv; \
+	    fi; \
+	    echo "+ $(PYTHON) -m venv $(VENV)"; \
+	    $(PYTHON) -m venv $(VENV); \
+	fi
+	$(VENV_PY) -m pip install --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+zookeeper:
+	@if ! [ -f $(ZK_JAR) ]; then \
+	    if [ "$$(id -u)" -ne 0 ]; then \
+	        echo "make: ZooKeeper is missing ($(ZK_JAR)); run: sudo apt-get install zookeeper" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "+ apt-get install zookeeper"; \
+	    apt-get update; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y zookeeper; \
+	fi
+	@java -version 2>/dev/null || { \
+	    echo "make: 'java -version' fails; ZooKeeper needs a JRE: apt-get install default-jre-headless" >&2; \
+	    exit 1; \
+	}
+
+demo: venv zookeeper
+	$(VENV_PY) tests/demo.py
+
+test: venv zookeeper
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf .demo .pytest_cache .ruff_cache build test-output daemon/*.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,151 @@
+"""Pure logic, no ZooKeeper: validation, settings, aggregation, payloads, drivers."""
+
+import math
+
+import pytest
+
+from zk_sensor.aggregate import aggregate
+from zk_sensor.barrier import BarrierState, decode_barrier, encode_barrier, next_round
+from zk_sensor.counter import parse_count
+from zk_sensor.daemon import describe_change
+from zk_sensor.delivery import build_request
+from zk_sensor.readings import decode_reading, encode_reading
+from zk_sensor.sensors import (
+    SIMULATED_HIGH,
+    SIMULATED_LOW,
+    SensorError,
+    SimulatedSensor,
+    take_reading,
+)
+from zk_sensor.settings import SettingsError, build_settings
+from zk_sensor.systemd import watchdog_interval
+from zk_sensor.validation import (
+    InvalidValue,
+    format_config_value,
+    parse_api_url,
+    parse_sampling_period,
+)
+
+
+@pytest.mark.parametrize("text", ["abc", "", "0", "-1", "nan", "inf", "1e9", "0.01"])
+def test_bad_periods_are_refused(text: str) -> None:
+    with pytest.raises(InvalidValue):
+        parse_sampling_period(text)
+
+
+def test_good_period_is_stored_as_plain_text() -> None:
+    assert format_config_value(parse_sampling_period(" 6 ")) == "6"
+    assert format_config_value(parse_sampling_period("2.5")) == "2.5"
+
+
+@pytest.mark.parametrize("url", ["ftp://h/x", "localhost:8080/nuevo", "http://", "http://h:0/",
+                                 "http://h:99999/", "http://h/a b"])
+def test_bad_urls_are_refused(url: str) -> None:
+    with pytest.raises(InvalidValue):
+        parse_api_url(url)
+
+
+def test_command_line_beats_environment_beats_file(tmp_path) -> None:
+    config = tmp_path / "zk-sensor.toml"
+    config.write_text('id = "7"\nzookeeper = "file:1"\nsensor = "loadavg"\nsampling_period = 3\n')
+    env = {"ZK_SENSOR_ZOOKEEPER": "env:2", "ZK_SENSOR_SAMPLING_PERIOD": "4"}
+    settings = build_settings({"sampling_period": 9.0}, env, str(config))
+    assert (settings.node_id, settings.zookeeper, settings.sensor) == ("7", "env:2", "loadavg")
+    assert settings.sampling_period == 9.0
+    assert settings.namespace == "/zk-sensor"
+    assert settings.api_url == "http://127.0.0.1:8080/nuevo"
+
+
+@pytest.mark.parametrize("cli", [{}, {"node_id": "a b"}, {"node_id": "1", "sensor": "x"},
+                                 {"node_id": "1", "zk_deadline": 9.0},
+                                 {"node_id": "1", "namespace": "zk"}])
+def test_bad_settings_stop_the_start(cli: dict) -> None:
+    with pytest.raises(SettingsError):
+        build_settings(cli, {}, None)
+
+
+def test_unknown_setting_in_file_is_named(tmp_path) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("id = 1\nperiod = 3\n")
+    with pytest.raises(SettingsError, match="period"):
+        build_settings({}, {}, str(config))
+
+
+def test_aggregate_mean_min_max() -> None:
+    result = aggregate([70.0, 80.0, 96.0], round_number=4, epoch=2, leader="a", now=1.0)
+    assert result is not None
+    assert (result.mean, result.count, result.min, result.max) == (82.0, 3, 70.0, 96.0)
+    assert aggregate([], round_number=1, epoch=1, leader="a", now=1.0) is None
+
+
+def test_reading_payload_round_trip_and_garbage() -> None:
+    reading = decode_reading("n", encode_reading(80.5, 100.0, 3))
+    assert (reading.value, reading.taken_at, reading.round) == (80.5, 100.0, 3)
+    for junk in [b"\xff", b"{}", b"[]", b'{"value": "x", "taken_at": 1, "round": 1}',
+                 b'{"value": NaN, "taken_at": 1, "round": 1}']:
+        with pytest.raises(ValueError):
+            decode_reading("n", junk)
+
+
+def test_barrier_payload_carries_the_last_aggregate() -> None:
+    last = aggregate([1.0, 3.0], round_number=5, epoch=2, leader="b", now=9.0)
+    state = next_round(BarrierState(round=5), epoch=2, leader="b", now=10.0, last=last)
+    decoded = decode_barrier(encode_barrier(state))
+    assert decoded == state and decoded.round == 6 and decoded.last["mean"] == 2.0
+    assert decode_barrier(b"garbage") is None and decode_barrier(None) is None
+
+
+def test_seed_url_gets_dato_and_others_get_json() -> None:
+    result = aggregate([80.0, 81.0], round_number=1, epoch=1, leader="a", now=1.0)
+    seed = build_request(result, "http://h:8080/nuevo")
+    assert (seed.method, seed.params) == ("GET", {"dato": "80.5"})
+    rich = build_request(result, "http://h:8080/api/rounds")
+    assert rich.method == "POST" and rich.json["round"] == 1 and rich.json["count"] == 2
+
+
+def test_counter_shard_garbage_counts_as_zero() -> None:
+    assert parse_count(b"12") == 12
+    assert parse_count(b"x") == 0 and parse_count(b"-5") == 0
+
+
+def test_device_change_is_described() -> None:
+    assert describe_change(None, ["1"]) == ""
+    assert describe_change(["1", "2"], ["2", "3"]) == " (joined: 3; left: 1)"
+
+
+def test_watchdog_interval_is_half_and_only_for_us() -> None:
+    env = {"NOTIFY_SOCKET": "/run/x", "WATCHDOG_USEC": "8000000"}
+    assert watchdog_interval(env, 10) == 4.0
+    assert watchdog_interval({**env, "WATCHDOG_PID": "11"}, 10) is None
+    assert watchdog_interval({"WATCHDOG_USEC": "8000000"}, 10) is None
+
+
+def test_simulated_sensor_reads_through_gpiozero_in_the_seed_range() -> None:
+    sensor = SimulatedSensor(seed=1)
+    try:
+        values = [take_reading(sensor) for _ in range(50)]
+    finally:
+        sensor.close()
+    assert all(SIMULATED_LOW <= value <= SIMULATED_HIGH for value in values)
+    assert len(set(values)) > 10
+
+
+class Broken:
+    name = "broken"
+
+    def __init__(self, value: object) -> None:
+        self.value = value
+
+    def read(self) -> float:
+        if isinstance(self.value, Exception):
+            raise self.value
+        return self.value  # type: ignore[return-value]
+
+    def close(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, OSError("spi"), "x"])
+def test_failed_or_non_finite_readings_raise_sensor_error(value: object) -> None:
+    with pytest.raises(SensorError):
+        take_reading(Broken(value))
