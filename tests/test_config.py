@@ -3,11 +3,9 @@
 import itertools
 import statistics
 
-from test_fleet import ctl, status
-
 from zk_sensor.layout import Layout
 
-from fleet import Fleet, Receiver, wait_for
+from fleet import Fleet, Receiver, ctl, status, wait_for
 
 
 def gaps(deliveries: list) -> list[float]:
