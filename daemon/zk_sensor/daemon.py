@@ -271,6 +271,8 @@ class Node:
         if self.counter_dirty:
             self.counter.flush()
             self.counter_dirty = False
+        if self.leading and self.devices is None:
+            self.refresh_devices()
         if self.leading and time.monotonic() >= self.round_deadline:
             self.run_round()
         self.recheck_stalled_barrier()
@@ -310,7 +312,6 @@ class Node:
         round_number = self.barrier.round if self.barrier else 0
         log.info("I am the leader now (epoch %d): round %d closes in %.1f s",
                  office.epoch, round_number, wait)
-        self.refresh_devices()
 
     def refresh_devices(self) -> None:
         devices = sorted(self.zk.children(self.layout.readings, watch=self._on_devices_changed))
