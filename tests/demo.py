@@ -16,6 +16,7 @@ collector, then the ensemble; it exits 0 once nothing it started is left running
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import shlex
@@ -30,12 +31,14 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
+from typing import IO
 from urllib.parse import parse_qs, urlsplit
 
 from zkharness import LOOPBACK, ZkEnsemble
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO_DIR = REPO / ".demo"
+LOCK_NAME = "demo.lock"
 NODE_IDS = (1, 2, 3)
 SAMPLING_PERIOD_S = 2
 ENSEMBLE_START_TIMEOUT_S = 60.0
@@ -260,6 +263,7 @@ def print_guide(hosts: str, daemons: list[Daemon]) -> None:
         f"  daemon logs:    tail -f {logs}\n"
         f"  config change:  {ctl} config set sampling_period 3\n"
         "  failover:       kill <pid of the leader>   (the status shows who leads)\n"
+        "                  kill -9 <pid>: a crash; the next leader waits out the 10 s session\n"
         f"  daemon pids:    {pids}\n"
         f"  ZooKeeper logs: {shown(DEMO_DIR)}/zk*/zookeeper.log\n"
         "\n"
@@ -316,10 +320,39 @@ def stop_on_signals() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def claim_demo_dir() -> IO[str] | None:
+    """Lock `.demo/` and empty it; None if another demo holds the lock.
+
+    Two demos at once would wipe each other's servers' data under their feet.
+    The lock file survives the wipe and is released by the kernel however this
+    process ends, so a crashed demo never blocks the next one.
+    """
+    DEMO_DIR.mkdir(parents=True, exist_ok=True)
+    lock = (DEMO_DIR / LOCK_NAME).open("a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    for entry in DEMO_DIR.iterdir():
+        if entry.name == LOCK_NAME:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return lock
+
+
 def main() -> int:
     """Start everything, wait for a signal, stop everything; 0 unless start-up failed."""
-    shutil.rmtree(DEMO_DIR, ignore_errors=True)
-    DEMO_DIR.mkdir(parents=True)
+    lock = claim_demo_dir()
+    if lock is None:
+        print(
+            f"demo: another demo is already running in {shown(DEMO_DIR)}/; stop it first",
+            file=sys.stderr,
+        )
+        return 1
     ensemble = ZkEnsemble(DEMO_DIR, n=3)
     collector: StandInCollector | None = None
     daemons: list[Daemon] = []
@@ -357,6 +390,7 @@ def main() -> int:
             collector.stop()
         ensemble.stop()
     say(f"everything stopped (daemons, collector, ZooKeeper); logs are kept in {shown(DEMO_DIR)}/")
+    lock.close()
     return status
 
 
