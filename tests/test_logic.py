@@ -97,10 +97,12 @@ def test_barrier_payload_carries_the_last_aggregate() -> None:
 
 def test_seed_url_gets_dato_and_others_get_json() -> None:
     result = aggregate([80.0, 81.0], round_number=1, epoch=1, leader="a", now=1.0)
-    seed = build_request(result, "http://h:8080/nuevo")
-    assert (seed.method, seed.params) == ("GET", {"dato": "80.5"})
-    rich = build_request(result, "http://h:8080/api/rounds")
+    seed = build_request(result, "http://h:8080/nuevo", "/zk-sensor")
+    assert (seed.method, seed.params, seed.headers) == ("GET", {"dato": "80.5"}, {})
+    rich = build_request(result, "http://h:8080/api/rounds", "/zk-sensor", "s3cret")
     assert rich.method == "POST" and rich.json["round"] == 1 and rich.json["count"] == 2
+    assert rich.json["fleet"] == "/zk-sensor"
+    assert rich.headers == {"Authorization": "Bearer s3cret"}
 
 
 def test_counter_shard_garbage_counts_as_zero() -> None:

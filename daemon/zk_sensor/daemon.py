@@ -64,7 +64,7 @@ class Node:
         )
         self.election = Election(self.zk, self.layout, self.node_id, self._wake_election)
         self.counter = ShardedCounter(self.zk, self.layout, self.node_id)
-        self.courier = Courier(settings.http_timeout)
+        self.courier = Courier(settings.http_timeout, settings.namespace, settings.api_token)
 
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.waker = Waker()

@@ -11,7 +11,7 @@ import logging
 import queue
 import re
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,19 +30,26 @@ class HttpRequest:
     url: str
     params: dict[str, str] | None = None
     json: dict[str, Any] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
-def build_request(aggregate: Aggregate, api_url: str) -> HttpRequest:
+def build_request(aggregate: Aggregate, api_url: str, fleet: str, token: str = "") -> HttpRequest:
+    """The fleet name (the namespace) lets one collector keep several fleets apart."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     if urlsplit(api_url).path.rstrip("/").endswith("/nuevo"):
-        return HttpRequest("GET", api_url, params={"dato": repr(aggregate.mean)})
-    return HttpRequest("POST", api_url, json=aggregate.as_dict())
+        return HttpRequest("GET", api_url, params={"dato": repr(aggregate.mean)},
+                           headers=headers)
+    return HttpRequest("POST", api_url, json={**aggregate.as_dict(), "fleet": fleet},
+                       headers=headers)
 
 
 class Courier:
     """A thread that sends what the leader hands it, oldest first, bounded."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, fleet: str, token: str = "") -> None:
         self.timeout = timeout
+        self.fleet = fleet
+        self.token = token
         self.jobs: queue.Queue[tuple[Aggregate, str] | None] = queue.Queue(QUEUE_LIMIT)
         self.session = requests.Session()
         self.thread = threading.Thread(target=self._run, name="courier", daemon=True)
@@ -72,11 +79,11 @@ class Courier:
             self.send(*job)
 
     def send(self, aggregate: Aggregate, api_url: str) -> bool:
-        request = build_request(aggregate, api_url)
+        request = build_request(aggregate, api_url, self.fleet, self.token)
         try:
             response = self.session.request(
                 request.method, request.url, params=request.params, json=request.json,
-                timeout=self.timeout,
+                headers=request.headers, timeout=self.timeout,
             )
             response.raise_for_status()
         except requests.RequestException as error:

@@ -5,12 +5,11 @@ the local ones here are only the start-up defaults until ZooKeeper says otherwis
 
 import argparse
 import dataclasses
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
+from .sources import SettingsError, layered
 from .validation import InvalidValue, parse_api_url, parse_node_id, parse_sampling_period
 
 ENV_PREFIX = "ZK_SENSOR_"
@@ -33,53 +32,12 @@ class Settings:
     session_timeout: float = 10.0
     zk_deadline: float = 2.0
     http_timeout: float = 3.0
+    api_token: str = ""
     offline_grace: float = 120.0
     log_level: str = "info"
 
 
 FILE_ALIASES = {"id": "node_id"}
-
-
-class SettingsError(ValueError):
-    """A setting that stops the daemon from starting; one line for the operator."""
-
-
-def _coerce(name: str, raw: Any) -> Any:
-    kind = type(getattr(Settings(), name))
-    try:
-        if kind is float:
-            return float(raw)
-        if kind is int:
-            return int(raw)
-    except (TypeError, ValueError):
-        raise SettingsError(f"setting {name}={raw!r} is not a {kind.__name__}") from None
-    return str(raw)
-
-
-def _known(name: str, source: str) -> str:
-    name = FILE_ALIASES.get(name, name)
-    if name not in {f.name for f in fields(Settings)}:
-        raise SettingsError(f"unknown setting {name!r} in {source}")
-    return name
-
-
-def from_file(path: Path) -> dict[str, Any]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise SettingsError(f"cannot read config file {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise SettingsError(f"config file {path} is not valid TOML: {error}") from None
-    return {_known(key, str(path)): value for key, value in data.items()}
-
-
-def from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for key, value in env.items():
-        if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
-            continue
-        values[_known(key[len(ENV_PREFIX) :].lower(), key)] = value
-    return values
 
 
 def _check(settings: Settings) -> Settings:
@@ -112,14 +70,7 @@ def build_settings(
     cli: Mapping[str, Any], env: Mapping[str, str], config_file: str | None
 ) -> Settings:
     """Merge every source, the command line winning, and check the result as a whole."""
-    values: dict[str, Any] = {}
-    file_name = config_file or env.get(f"{ENV_PREFIX}CONFIG")
-    if file_name:
-        values.update(from_file(Path(file_name)))
-    values.update(from_env(env))
-    values.update({key: value for key, value in cli.items() if value is not None})
-    coerced = {name: _coerce(name, value) for name, value in values.items()}
-    return _check(Settings(**coerced))
+    return _check(layered(Settings, ENV_PREFIX, cli, env, config_file, FILE_ALIASES))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
