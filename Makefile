@@ -1,9 +1,10 @@
 # Developer entry points for zk-sensor.
 #
 #   make venv    .venv with the package (editable) and the dev tools (pytest, ruff)
-#   make demo    a 3-server ZooKeeper ensemble, 3 daemons and a stand-in collector
+#   make demo    a 3-server ZooKeeper ensemble, 3 daemons and zk-collector
 #   make test    ruff, then the whole test suite against real ZooKeeper servers
 #   make lint    ruff only
+#   make bench   the collector's throughput, memory and page load (bench/)
 #   make clean   caches, build output and .demo/ (keeps .venv; `make distclean` drops it too)
 #
 # The tests and the demo start Debian's `zookeeper` package; `make zookeeper` installs it
@@ -22,7 +23,7 @@ VENV_STAMP := $(VENV)/.installed
 ZK_JAR := /usr/share/java/zookeeper.jar
 PYTEST_ARGS ?= -q -ra
 
-.PHONY: venv zookeeper demo test lint clean distclean
+.PHONY: venv zookeeper demo test lint bench clean distclean
 
 venv: $(VENV_STAMP)
 
@@ -64,6 +65,9 @@ demo: venv zookeeper
 test: venv zookeeper
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(VENV_PY) bench/collector.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

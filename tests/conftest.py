@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 
-from fleet import Fleet, Receiver
+from fleet import CollectorProcess, Fleet, Receiver
 from zkharness import MakeZk, ZkEnsemble
 
 CONNECT_TIMEOUT_S = 10.0
@@ -149,3 +149,11 @@ def ensemble_fleet(zk_ensemble: ZkEnsemble, receiver: Receiver, tmp_path: Path) 
     running = Fleet(zk_ensemble.hosts, "/zk-sensor", tmp_path, receiver.url("/rounds"))
     yield running
     running.stop_all()
+
+
+@pytest.fixture
+def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
+    """A running zk-collector with its own database, stopped at teardown."""
+    running = CollectorProcess(tmp_path / "rounds.sqlite3", tmp_path / "collector.log").start()
+    yield running
+    running.stop()

@@ -4,11 +4,15 @@ Starts, all on 127.0.0.1 and all under `.demo/` in the repository (wiped first):
 
 * a 3-server ZooKeeper ensemble (the test harness's `ZkEnsemble`, so the demo runs
   exactly the servers the tests run),
-* a stand-in collector that prints every mean it receives,
-* three `zk-sensor` daemons, ids 1 to 3, each logging to `.demo/node-N.log`.
+* the real collector, `zk-collector`, on port 8080 if that is free (else on any free
+  port), logging to `.demo/collector.log` and keeping rounds in `.demo/rounds.sqlite3`,
+* three `zk-sensor` daemons, ids 1 to 3, each logging to `.demo/node-N.log` and
+  delivering to the collector's JSON API (`POST /api/rounds`).
 
-It then prints the commands to look at the fleet, change its config live and force a
-leader failover, and waits.  Ctrl-C (SIGINT) or SIGTERM stops everything in order:
+It then prints the collector's page URL to open in a browser and the commands to look
+at the fleet, change its config live and force a leader failover, and waits, printing
+each new round the collector stores (it polls `/api/rounds`) and each change
+of leader.  Ctrl-C (SIGINT) or SIGTERM stops everything in order:
 daemons first (so they close their sessions while ZooKeeper is still up), then the
 collector, then the ensemble; it exits 0 once nothing it started is left running.
 """
@@ -19,20 +23,20 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
-import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
-from typing import IO
-from urllib.parse import parse_qs, urlsplit
+from typing import IO, Any
 
 from zkharness import LOOPBACK, ZkEnsemble
 
@@ -43,6 +47,13 @@ NODE_IDS = (1, 2, 3)
 SAMPLING_PERIOD_S = 2
 ENSEMBLE_START_TIMEOUT_S = 60.0
 DAEMON_STOP_GRACE_S = 10.0
+# The collector's usual port; the demo falls back to a free one when it is taken.
+COLLECTOR_PORT = 8080
+COLLECTOR_START_TIMEOUT_S = 30.0
+COLLECTOR_STOP_GRACE_S = 10.0
+# How often the demo asks the collector for its newest round, and how long one ask may take.
+ROUNDS_POLL_S = 2.0
+HTTP_TIMEOUT_S = 2.0
 # How often the demo asks zk-sensorctl who leads, to announce failovers.
 LEADER_POLL_S = 3.0
 CTL_TIMEOUT_S = 15.0
@@ -85,71 +96,187 @@ def bin_path(name: str) -> Path:
     return Path(found)
 
 
-class CollectorHandler(BaseHTTPRequestHandler):
-    """Answers the seed's API, `GET /nuevo?dato=<mean>`, and prints each mean."""
+class CollectorFailed(RuntimeError):
+    """zk-collector did not come up, or exited while the demo waited for it."""
 
-    server_version = "zk-sensor-demo-collector"
 
-    def do_GET(self) -> None:
-        """200 for a well-formed mean, 400 for a bad one, 404 for any other path."""
-        url = urlsplit(self.path)
-        if url.path.rstrip("/") != "/nuevo":
-            self._answer(404, "not found\n")
-            return
-        values = parse_qs(url.query).get("dato", [])
+# The demo talks only to 127.0.0.1: never through an http_proxy from the environment.
+HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+SERVING_LINE = re.compile(r"serving on http://(?P<host>[^/\s]+):(?P<port>\d+)/")
+
+
+def clean_env(prefix: str) -> dict[str, str]:
+    """The caller's environment minus variables starting with `prefix`.
+
+    The daemons and the collector read settings from ZK_SENSOR_* and ZK_COLLECTOR_*;
+    any left in the user's shell would override the demo's flags.
+    """
+    return {k: v for k, v in os.environ.items() if not k.startswith(prefix)}
+
+
+def supervised(command: list[str]) -> list[str]:
+    """`command` under `setpriv --pdeathsig TERM` (util-linux) when available.
+
+    The kernel then sends SIGTERM to the child if this script dies without cleaning
+    up; setpriv execs the command, so the pid we print and signal is the program's.
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a server could bind 127.0.0.1:`port` now (with SO_REUSEADDR, as waitress does)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            mean = float(values[0])
-        except (IndexError, ValueError):
-            say(f"collector: refused {self.path!r} (no numeric dato)")
-            self._answer(400, "dato must be a number\n")
-            return
-        say(f"collector: received mean {mean:.2f} from {self.client_address[0]}")
-        self._answer(200, "ok\n")
-
-    def _answer(self, status: int, body: str) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain; charset=utf-8")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Silence the default per-request stderr line: do_GET already prints one."""
+            probe.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
 
 
-class StandInCollector:
-    """A tiny stand-in for the real collector, `zk-collector`, until that one lands.
+def get_json(url: str) -> Any:
+    """GET `url` and decode its JSON body; None on any failure (the demo only watches)."""
+    try:
+        with HTTP.open(url, timeout=HTTP_TIMEOUT_S) as reply:
+            return json.load(reply)
+    except (OSError, ValueError):
+        return None
 
-    Temporary on purpose: it only proves that means leave the leader and arrive
-    somewhere, printing each with its time.  No web page, no storage, no
-    de-duplication; replace it with `zk-collector` when that exists.
+
+class Collector:
+    """The real collector, `zk-collector`, as a child process of the demo.
+
+    Like the daemons it runs in its own session (a Ctrl-C reaches only this script,
+    which stops it after the daemons) under setpriv's pdeathsig, logs to
+    `.demo/collector.log` and keeps its rounds in `.demo/rounds.sqlite3`.
     """
 
     def __init__(self) -> None:
-        """Bind a free port on loopback now, so the URL is known before the daemons start."""
-        self.server = ThreadingHTTPServer((LOOPBACK, 0), CollectorHandler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name="collector", daemon=True
-        )
+        self.log_file = DEMO_DIR / "collector.log"
+        self.db_file = DEMO_DIR / "rounds.sqlite3"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.port: int | None = None
+        self.reported_exit = False
 
     @property
-    def url(self) -> str:
-        """The api_url the daemons are given."""
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/nuevo"
+    def base_url(self) -> str:
+        """Where the page is, e.g. http://127.0.0.1:8080/."""
+        return f"http://{LOOPBACK}:{self.port}/"
 
-    def start(self) -> None:
-        """Serve in a background thread."""
-        self.thread.start()
+    @property
+    def api_url(self) -> str:
+        """The api_url the daemons are given: the rich JSON delivery."""
+        return self.base_url + "api/rounds"
+
+    def start(self) -> float:
+        """Serve on 8080 if free, else on a free port; wait for /healthz; return seconds taken.
+
+        A free port is asked of the kernel (`--listen 127.0.0.1:0`) and read back from
+        the collector's "serving on" line, so no other process can take it in between.
+        If 8080 is taken between the check and the bind, the demo falls back the same way.
+        """
+        began = time.monotonic()
+        wanted = COLLECTOR_PORT if port_is_free(COLLECTOR_PORT) else 0
+        if wanted == 0:
+            say(f"port {COLLECTOR_PORT} is taken: the collector gets a free port instead")
+        self._launch(wanted)
+        try:
+            self._wait_ready(began + COLLECTOR_START_TIMEOUT_S)
+        except CollectorFailed as failure:
+            if wanted == 0 or self.proc is None or self.proc.poll() is None:
+                raise
+            say(f"{failure}; retrying on a free port")
+            self._launch(0)
+            self._wait_ready(time.monotonic() + COLLECTOR_START_TIMEOUT_S)
+        return time.monotonic() - began
+
+    def _launch(self, port: int) -> None:
+        self.port = port or None
+        command = [
+            str(bin_path("zk-collector")),
+            *("--listen", f"{LOOPBACK}:{port}"),
+            *("--db", str(self.db_file)),
+        ]
+        # Appending: after a fallback the log still shows why the first attempt failed.
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                supervised(command),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                env=clean_env("ZK_COLLECTOR_"),
+                start_new_session=True,
+            )
+
+    def _last_log_line(self) -> str:
+        with contextlib.suppress(OSError):
+            lines = self.log_file.read_text(errors="replace").strip().splitlines()
+            if lines:
+                return lines[-1]
+        return "(empty log)"
+
+    def _wait_ready(self, deadline: float) -> None:
+        """Poll until /healthz answers 200; CollectorFailed on exit or at the deadline."""
+        assert self.proc is not None
+        while True:
+            code = self.proc.poll()
+            if code is not None:
+                raise CollectorFailed(
+                    f"zk-collector exited with code {code} ({self._last_log_line()}); "
+                    f"see {shown(self.log_file)}"
+                )
+            if self.port is None:
+                with contextlib.suppress(OSError):
+                    found = SERVING_LINE.search(self.log_file.read_text(errors="replace"))
+                    if found:
+                        self.port = int(found["port"])
+            if self.port is not None and self.healthy():
+                return
+            if time.monotonic() >= deadline:
+                raise CollectorFailed(
+                    f"zk-collector (pid {self.proc.pid}) did not answer /healthz within "
+                    f"{COLLECTOR_START_TIMEOUT_S:.0f} s; see {shown(self.log_file)}"
+                )
+            time.sleep(0.1)
+
+    def healthy(self) -> bool:
+        """Whether `/healthz` answers 200 (urllib raises HTTPError, an OSError, otherwise)."""
+        try:
+            with HTTP.open(self.base_url + "healthz", timeout=HTTP_TIMEOUT_S) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    def rounds_after(self, last_id: int | None) -> list[dict[str, Any]]:
+        """Rounds stored since `last_id` (the newest 20 at most), oldest first."""
+        answer = get_json(self.base_url + "api/rounds?limit=20")
+        rounds = answer.get("rounds") if isinstance(answer, dict) else None
+        if not isinstance(rounds, list):
+            return []
+        fresh = [r for r in rounds if isinstance(r, dict) and isinstance(r.get("id"), int)
+                 and (last_id is None or r["id"] > last_id)]
+        return sorted(fresh, key=lambda r: r["id"])[-20 if last_id is not None else -1:]
 
     def stop(self) -> None:
-        """Stop serving and release the port."""
-        if self.thread.is_alive():
-            self.server.shutdown()
-            self.thread.join()
-        self.server.server_close()
+        """SIGTERM, wait up to 10 s, then SIGKILL; a non-zero exit is reported."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+        try:
+            code = self.proc.wait(timeout=COLLECTOR_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            say(
+                f"zk-collector (pid {self.proc.pid}) ignored SIGTERM for "
+                f"{COLLECTOR_STOP_GRACE_S:.0f} s: killing it"
+            )
+            self.proc.kill()
+            code = self.proc.wait()
+        if code != 0 and not self.reported_exit:
+            say(f"zk-collector exited with code {code}; see {shown(self.log_file)}")
 
 
 @dataclass
@@ -162,18 +289,12 @@ class Daemon:
     reported_exit: bool = False
 
 
-def daemon_env() -> dict[str, str]:
-    """The caller's environment minus ZK_SENSOR_*, which would override the demo's flags."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("ZK_SENSOR_")}
-
-
 def start_daemon(node_id: int, hosts: str, api_url: str) -> Daemon:
     """Launch one daemon with stderr (its log) going to `.demo/node-N.log`.
 
     It gets its own session so a Ctrl-C in the terminal reaches only this script,
-    which then stops the daemons itself, before the ensemble.  `setpriv --pdeathsig`
-    (util-linux) still has the kernel send SIGTERM if this script dies without
-    cleaning up; setpriv execs the daemon, so the pid we print is the daemon's.
+    which then stops the daemons itself, before the collector and the ensemble;
+    `supervised` still has it stopped if this script dies without cleaning up.
     """
     log_file = DEMO_DIR / f"node-{node_id}.log"
     command = [
@@ -183,17 +304,14 @@ def start_daemon(node_id: int, hosts: str, api_url: str) -> Daemon:
         *("--sampling-period", str(SAMPLING_PERIOD_S)),
         *("--api-url", api_url),
     ]
-    setpriv = shutil.which("setpriv")
-    if setpriv:
-        command = [setpriv, "--pdeathsig", "TERM", "--", *command]
     with log_file.open("wb") as log:
         proc = subprocess.Popen(
-            command,
+            supervised(command),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO,
-            env=daemon_env(),
+            env=clean_env("ZK_SENSOR_"),
             start_new_session=True,
         )
     return Daemon(node_id, proc, log_file)
@@ -235,7 +353,7 @@ def current_leader(hosts: str) -> str | None:
             capture_output=True,
             text=True,
             timeout=CTL_TIMEOUT_S,
-            env=daemon_env(),
+            env=clean_env("ZK_SENSOR_"),
             check=False,
         )
     except subprocess.TimeoutExpired:
@@ -249,7 +367,7 @@ def current_leader(hosts: str) -> str | None:
     return str(leader) if leader is not None else None
 
 
-def print_guide(hosts: str, daemons: list[Daemon]) -> None:
+def print_guide(hosts: str, collector: Collector, daemons: list[Daemon]) -> None:
     """Tell the user where to look and what to try, with commands ready to copy."""
     ctl = f"{shlex.quote(shown(bin_path('zk-sensorctl')))} --zookeeper {hosts}"
     logs = shlex.quote(shown(DEMO_DIR)) + "/node-*.log"
@@ -257,27 +375,54 @@ def print_guide(hosts: str, daemons: list[Daemon]) -> None:
     print(
         "\n"
         "==================================================================\n"
+        f"  open {collector.base_url} in a browser   (the collector's page)\n"
+        "\n"
         "The fleet is running. In another terminal, from the repository:\n"
         "\n"
+        f"  metrics:        curl -s {collector.base_url}metrics\n"
+        f"  stored rounds:  curl -s '{collector.base_url}api/rounds?limit=5'\n"
         f"  fleet status:   {ctl} status\n"
         f"  daemon logs:    tail -f {logs}\n"
+        f"  collector log:  tail -f {shown(collector.log_file)}\n"
         f"  config change:  {ctl} config set sampling_period 3\n"
         "  failover:       kill <pid of the leader>   (the status shows who leads)\n"
         "                  kill -9 <pid>: a crash; the next leader waits out the 10 s session\n"
         f"  daemon pids:    {pids}\n"
         f"  ZooKeeper logs: {shown(DEMO_DIR)}/zk*/zookeeper.log\n"
         "\n"
-        "Means arrive below as the leader posts them. Ctrl-C stops everything.\n"
+        f"Rounds appear below as the collector stores them (checked every "
+        f"{ROUNDS_POLL_S:.0f} s).\n"
+        "Ctrl-C stops everything.\n"
         "==================================================================\n",
         flush=True,
     )
 
 
-def watch(hosts: str, daemons: list[Daemon]) -> None:
-    """Run until a signal: report daemons that exit and every change of leader."""
+def describe_round(stored: dict[str, Any]) -> str:
+    """One readable line for a stored round, e.g. `round 12: mean 21.40 of 3 readings, ...`."""
+    number = stored.get("round")
+    mean = stored.get("mean")
+    count = stored.get("count")
+    leader = stored.get("leader")
+    parts = [
+        f"round {number}" if number is not None else "a round",
+        f"mean {mean:.2f}" if isinstance(mean, int | float) else f"mean {mean}",
+    ]
+    line = f"{parts[0]}: {parts[1]}"
+    if count is not None:
+        line += f" of {count} reading{'' if count == 1 else 's'}"
+    if leader is not None:
+        line += f", from leader node {leader}"
+    return f"collector stored {line}"
+
+
+def watch(hosts: str, collector: Collector, daemons: list[Daemon]) -> None:
+    """Run until a signal: report new rounds, daemons or collector exiting, new leaders."""
     by_id = {str(d.node_id): d for d in daemons}
     leader: str | None = None
-    next_poll = 0.0
+    last_id: int | None = None
+    next_leader_poll = 0.0
+    next_rounds_poll = 0.0
     while True:
         for daemon in daemons:
             code = daemon.proc.poll()
@@ -287,14 +432,28 @@ def watch(hosts: str, daemons: list[Daemon]) -> None:
                     f"node {daemon.node_id} (pid {daemon.proc.pid}) exited with code {code}; "
                     "the demo does not restart it"
                 )
-        if time.monotonic() >= next_poll:
+        if collector.proc is not None and not collector.reported_exit:
+            code = collector.proc.poll()
+            if code is not None:
+                collector.reported_exit = True
+                say(
+                    f"zk-collector (pid {collector.proc.pid}) exited with code {code}; "
+                    f"the demo does not restart it; see {shown(collector.log_file)}"
+                )
+        now = time.monotonic()
+        if now >= next_rounds_poll and not collector.reported_exit:
+            for stored in collector.rounds_after(last_id):
+                say(describe_round(stored))
+                last_id = stored["id"]
+            next_rounds_poll = time.monotonic() + ROUNDS_POLL_S
+        if now >= next_leader_poll:
             now_leading = current_leader(hosts)
             if now_leading is not None and now_leading != leader:
                 daemon = by_id.get(now_leading)
                 pid = f" (pid {daemon.proc.pid})" if daemon else ""
                 say(f"leader is now node {now_leading}{pid}")
                 leader = now_leading
-            next_poll = time.monotonic() + LEADER_POLL_S
+            next_leader_poll = time.monotonic() + LEADER_POLL_S
         time.sleep(POLL_S)
 
 
@@ -354,7 +513,7 @@ def main() -> int:
         )
         return 1
     ensemble = ZkEnsemble(DEMO_DIR, n=3)
-    collector: StandInCollector | None = None
+    collector = Collector()
     daemons: list[Daemon] = []
     status = 0
     try:
@@ -365,19 +524,23 @@ def main() -> int:
             modes = ", ".join(f"zk{myid} {mode}" for myid, mode in ensemble.modes().items())
             say(f"ensemble serving after {took:.1f} s at {ensemble.hosts} ({modes})")
 
-            collector = StandInCollector()
-            collector.start()
-            say(f"stand-in collector listening at {collector.url}")
+            say("starting zk-collector ...")
+            took = collector.start()
+            pid = collector.proc.pid if collector.proc else "?"
+            say(
+                f"zk-collector serving at {collector.base_url} after {took:.1f} s, pid {pid}, "
+                f"log {shown(collector.log_file)}, database {shown(collector.db_file)}"
+            )
 
             for node_id in NODE_IDS:
-                daemon = start_daemon(node_id, ensemble.hosts, collector.url)
+                daemon = start_daemon(node_id, ensemble.hosts, collector.api_url)
                 daemons.append(daemon)
                 say(
                     f"started zk-sensor node {node_id}, pid {daemon.proc.pid}, "
                     f"log {shown(daemon.log_file)}"
                 )
-            print_guide(ensemble.hosts, daemons)
-            watch(ensemble.hosts, daemons)
+            print_guide(ensemble.hosts, collector, daemons)
+            watch(ensemble.hosts, collector, daemons)
     except StopDemo as stop:
         print(flush=True)
         say(f"{stop}: stopping the daemons, the collector and the ensemble ...")
@@ -386,8 +549,7 @@ def main() -> int:
         status = 1
     finally:
         stop_daemons(daemons)
-        if collector is not None:
-            collector.stop()
+        collector.stop()
         ensemble.stop()
     say(f"everything stopped (daemons, collector, ZooKeeper); logs are kept in {shown(DEMO_DIR)}/")
     lock.close()

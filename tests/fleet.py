@@ -202,3 +202,36 @@ def status(fleet: Fleet) -> dict[str, Any]:
     result = ctl(fleet, "status", "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
+
+
+@dataclass
+class CollectorProcess:
+    """A real zk-collector (waitress) on a free loopback port."""
+
+    db: Path
+    log_file: Path
+    token_file: Path | None = None
+    process: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    def start(self) -> CollectorProcess:
+        command = [str(BIN / "zk-collector"), "--listen", "127.0.0.1:0", "--db", str(self.db)]
+        if self.token_file:
+            command += ["--token-file", str(self.token_file)]
+        with self.log_file.open("ab") as sink:
+            already = sink.tell()
+            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+        found = wait_for(
+            lambda: re.findall(r"serving on http://127\.0\.0\.1:(\d+)/",
+                               self.log_file.read_text()[already:]), 15, "zk-collector to listen")
+        self.port = int(found[-1])
+        return self
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(15)

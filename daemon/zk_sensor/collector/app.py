@@ -1,0 +1,220 @@
+"""The collector's HTTP interface as a plain WSGI application.
+
+Writes: the seed's `GET /nuevo?dato=<mean>` and the daemon's `POST /api/rounds` (JSON).
+Reads: `/` (the page), `/api/rounds`, `/api/summary`, `/healthz`, `/metrics`.
+Every refusal is a 4xx with a one-line JSON `error`, and stores nothing.
+"""
+
+import hmac
+import json
+import math
+import socket
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+from .page import render_page
+from .store import Outcome, Round, Store
+
+MAX_BODY = 16 * 1024
+MAX_LIMIT = 1000
+StartResponse = Callable[..., Any]
+
+
+class Refused(Exception):
+    """A request we will not act on; `status` and a one-line reason for the client."""
+
+    def __init__(self, status: str, reason: str, headers: list[tuple[str, str]] | None = None):
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.headers = headers or []
+
+
+@dataclass
+class Reply:
+    status: str
+    body: bytes
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+
+def json_reply(status: str, payload: Any) -> Reply:
+    return Reply(status, json.dumps(payload, separators=(",", ":")).encode())
+
+
+def finite(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise Refused("400 Bad Request", f"{name} must be a number")
+    try:
+        number = float(value)
+    except ValueError:
+        raise Refused("400 Bad Request", f"{name} {value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise Refused("400 Bad Request", f"{name} must be a finite number")
+    return number
+
+
+def whole(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise Refused("400 Bad Request", f"{name} must be an integer >= {minimum}")
+    return value
+
+
+def text(value: Any, name: str, limit: int) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise Refused("400 Bad Request", f"{name} must be a string of 1-{limit} characters")
+    return value
+
+
+def round_from_json(payload: Any) -> Round:
+    if not isinstance(payload, dict):
+        raise Refused("400 Bad Request", "body must be a JSON object")
+    for name in ("mean", "round", "epoch"):
+        if name not in payload:
+            raise Refused("400 Bad Request", f"missing field {name!r}")
+    optional = {name: payload.get(name) for name in ("count", "min", "max", "time", "leader",
+                                                      "fleet")}
+    return Round(
+        mean=finite(payload["mean"], "mean"),
+        source="json",
+        round=whole(payload["round"], "round", 0),
+        epoch=whole(payload["epoch"], "epoch", 0),
+        count=None if optional["count"] is None else whole(optional["count"], "count", 1),
+        min=None if optional["min"] is None else finite(optional["min"], "min"),
+        max=None if optional["max"] is None else finite(optional["max"], "max"),
+        measured_at=None if optional["time"] is None else finite(optional["time"], "time"),
+        leader=None if optional["leader"] is None else text(optional["leader"], "leader", 64),
+        fleet=None if optional["fleet"] is None else text(optional["fleet"], "fleet", 200),
+    )
+
+
+class Collector:
+    def __init__(self, store: Store, token: str | None = None) -> None:
+        self.store = store
+        self.token = token
+        self.hostname = socket.gethostname()
+        self.outcomes: Counter[str] = Counter()
+        self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], Reply]] = {
+            ("GET", "/"): self.page,
+            ("GET", "/nuevo"): self.seed_delivery,
+            ("POST", "/api/rounds"): self.json_delivery,
+            ("GET", "/api/rounds"): self.list_rounds,
+            ("GET", "/api/summary"): self.summary,
+            ("GET", "/healthz"): self.health,
+            ("GET", "/metrics"): self.metrics,
+        }
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
+        handler = self.routes.get((method, path))
+        try:
+            if handler is None:
+                known = {m for (m, p) in self.routes if p == path}
+                if known:
+                    raise Refused("405 Method Not Allowed", f"{method} not allowed on {path}",
+                                  [("Allow", ", ".join(sorted(known)))])
+                raise Refused("404 Not Found", f"no such path {path}")
+            reply = handler(environ)
+        except Refused as refusal:
+            if handler in (self.seed_delivery, self.json_delivery):
+                self.outcomes["refused"] += 1
+            reply = json_reply(refusal.status, {"error": refusal.reason})
+            reply.headers = refusal.headers
+        start_response(reply.status, [("Content-Type", reply.content_type),
+                                      ("Content-Length", str(len(reply.body))),
+                                      ("Cache-Control", "no-store"), *reply.headers])
+        return [reply.body]
+
+    def authorize(self, environ: dict[str, Any]) -> None:
+        if self.token is None:
+            return
+        given = environ.get("HTTP_AUTHORIZATION", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+            self.outcomes["unauthorized"] += 1
+            raise Refused("401 Unauthorized", "a valid bearer token is required to write",
+                          [("WWW-Authenticate", 'Bearer realm="zk-collector"')])
+
+    def record(self, item: Round) -> Reply:
+        outcome, detail = self.store.add(item)
+        self.outcomes[outcome.value] += 1
+        if outcome is Outcome.STALE_EPOCH:
+            return json_reply("409 Conflict", {
+                "error": f"stale epoch {item.epoch}: epoch {detail} already accepted"})
+        if outcome is Outcome.DUPLICATE:
+            return json_reply("200 OK", {"status": "duplicate", "id": detail})
+        return json_reply("201 Created", {"status": "stored", "id": detail})
+
+    def seed_delivery(self, environ: dict[str, Any]) -> Reply:
+        self.authorize(environ)
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        values = query.get("dato")
+        if not values:
+            raise Refused("400 Bad Request", "missing query parameter 'dato'")
+        return self.record(Round(mean=finite(values[0], "dato"), source="nuevo"))
+
+    def json_delivery(self, environ: dict[str, Any]) -> Reply:
+        self.authorize(environ)
+        content_type = environ.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            raise Refused("415 Unsupported Media Type", "Content-Type must be application/json")
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            raise Refused("400 Bad Request", "invalid Content-Length") from None
+        if length > MAX_BODY:
+            raise Refused("413 Content Too Large", f"body larger than {MAX_BODY} bytes")
+        raw = environ["wsgi.input"].read(length)
+        try:
+            payload = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise Refused("400 Bad Request", f"malformed JSON: {error.msg}") from None
+        return self.record(round_from_json(payload))
+
+    def list_rounds(self, environ: dict[str, Any]) -> Reply:
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        try:
+            limit = min(int(query.get("limit", ["100"])[0]), MAX_LIMIT)
+            before = int(query["before"][0]) if "before" in query else None
+        except ValueError:
+            raise Refused("400 Bad Request", "limit and before must be integers") from None
+        if limit < 1:
+            raise Refused("400 Bad Request", "limit must be at least 1")
+        return json_reply("200 OK", {"host": self.hostname,
+                                     "rounds": self.store.latest(limit, before)})
+
+    def summary(self, _environ: dict[str, Any]) -> Reply:
+        return json_reply("200 OK", {"host": self.hostname, **self.store.summary()})
+
+    def health(self, _environ: dict[str, Any]) -> Reply:
+        self.store.summary()
+        return json_reply("200 OK", {"status": "ok"})
+
+    def metrics(self, _environ: dict[str, Any]) -> Reply:
+        summary = self.store.summary()
+        lines = [
+            "# HELP zk_collector_deliveries_total Write requests by outcome.",
+            "# TYPE zk_collector_deliveries_total counter",
+            *(f'zk_collector_deliveries_total{{outcome="{name}"}} {self.outcomes[name]}'
+              for name in ("stored", "duplicate", "stale_epoch", "refused", "unauthorized")),
+            "# HELP zk_collector_rounds Rounds stored.",
+            "# TYPE zk_collector_rounds gauge",
+            f"zk_collector_rounds {summary['rounds']}",
+        ]
+        last = summary["last"]
+        if last:
+            lines += [
+                "# HELP zk_collector_last_mean Mean of the newest stored round.",
+                "# TYPE zk_collector_last_mean gauge",
+                f"zk_collector_last_mean {last['mean']!r}",
+                "# HELP zk_collector_last_received_timestamp_seconds When it arrived.",
+                "# TYPE zk_collector_last_received_timestamp_seconds gauge",
+                f"zk_collector_last_received_timestamp_seconds {last['received_at']!r}",
+            ]
+        return Reply("200 OK", ("\n".join(lines) + "\n").encode(),
+                     "text/plain; version=0.0.4; charset=utf-8")
+
+    def page(self, _environ: dict[str, Any]) -> Reply:
+        return Reply("200 OK", render_page(self.hostname).encode(), "text/html; charset=utf-8")

@@ -1,0 +1,144 @@
+"""zk-collector through real HTTP: the seed's endpoint, JSON rounds, dedupe, fencing,
+token, bad input, durability across restarts and crashes."""
+
+import json
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet import CollectorProcess
+
+
+def call(url: str, method: str = "GET", body: bytes | None = None,
+         headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | str]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            status, raw = response.status, response.read()
+            kind = response.headers.get_content_type()
+    except urllib.error.HTTPError as error:
+        status, raw, kind = error.code, error.read(), error.headers.get_content_type()
+    return status, json.loads(raw) if kind == "application/json" else raw.decode()
+
+
+def post_round(collector: CollectorProcess, payload: Any, headers: dict[str, str] | None = None,
+               content_type: str = "application/json") -> tuple[int, Any]:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return call(collector.url("/api/rounds"), "POST", body,
+                {"Content-Type": content_type, **(headers or {})})
+
+
+def stored(collector: CollectorProcess) -> list[dict[str, Any]]:
+    status, body = call(collector.url("/api/rounds?limit=1000"))
+    assert status == 200
+    return body["rounds"]
+
+
+def a_round(number: int, epoch: int = 1, mean: float = 80.0) -> dict[str, Any]:
+    return {"mean": mean, "count": 3, "min": mean - 2, "max": mean + 2, "round": number,
+            "epoch": epoch, "leader": "2", "time": 1_800_000_000.0 + number, "fleet": "/f"}
+
+
+def test_seed_endpoint_stores_dato(collector: CollectorProcess) -> None:
+    status, body = call(collector.url("/nuevo?dato=81.5"))
+    assert status == 201 and body["status"] == "stored"
+    assert [r["mean"] for r in stored(collector)] == [81.5]
+
+
+def test_json_round_is_stored_once_per_round_key(collector: CollectorProcess) -> None:
+    assert post_round(collector, a_round(7))[0] == 201
+    status, body = post_round(collector, a_round(7))
+    assert (status, body["status"]) == (200, "duplicate")
+    status, body = post_round(collector, a_round(7, epoch=2, mean=1.0))
+    assert (status, body["status"]) == (200, "duplicate")
+    rows = stored(collector)
+    assert len(rows) == 1
+    assert (rows[0]["round"], rows[0]["mean"], rows[0]["leader"]) == (7, 80.0, "2")
+
+
+def test_older_epoch_is_refused(collector: CollectorProcess) -> None:
+    assert post_round(collector, a_round(1, epoch=5))[0] == 201
+    status, body = post_round(collector, a_round(2, epoch=4))
+    assert status == 409 and "stale epoch 4" in body["error"]
+    assert post_round(collector, a_round(2, epoch=5))[0] == 201
+    assert [r["round"] for r in stored(collector)] == [2, 1]
+
+
+BAD_INPUTS = [
+    ("/nuevo?dato=abc", None, "application/json", 400),
+    ("/nuevo?dato=nan", None, "application/json", 400),
+    ("/nuevo?dato=inf", None, "application/json", 400),
+    ("/nuevo", None, "application/json", 400),
+    ("/api/rounds", b"{not json", "application/json", 400),
+    ("/api/rounds", json.dumps({"round": 1, "epoch": 1}).encode(), "application/json", 400),
+    ("/api/rounds", json.dumps({**a_round(1), "mean": "NaN"}).encode(), "application/json", 400),
+    ("/api/rounds", json.dumps({**a_round(1), "round": -1}).encode(), "application/json", 400),
+    ("/api/rounds", json.dumps([1, 2]).encode(), "application/json", 400),
+    ("/api/rounds", json.dumps(a_round(1)).encode(), "text/plain", 415),
+    ("/api/rounds", b'{"mean": 1, "pad": "' + b"x" * 20000 + b'"}', "application/json", 413),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "content_type", "expected"), BAD_INPUTS)
+def test_bad_input_gets_a_4xx_and_stores_nothing(
+    collector: CollectorProcess, path: str, body: bytes | None, content_type: str, expected: int
+) -> None:
+    method = "GET" if body is None else "POST"
+    status, reply = call(collector.url(path), method, body, {"Content-Type": content_type})
+    assert status == expected
+    assert isinstance(reply, dict) and "\n" not in reply["error"] and reply["error"]
+    assert stored(collector) == []
+    assert call(collector.url("/healthz"))[0] == 200
+
+
+def test_writes_need_the_token_when_one_is_set(tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret\n")
+    collector = CollectorProcess(tmp_path / "db.sqlite3", tmp_path / "c.log", token_file).start()
+    try:
+        assert post_round(collector, a_round(1))[0] == 401
+        assert post_round(collector, a_round(1), {"Authorization": "Bearer wrong"})[0] == 401
+        assert call(collector.url("/nuevo?dato=1"))[0] == 401
+        assert post_round(collector, a_round(1), {"Authorization": "Bearer s3cret"})[0] == 201
+        assert call(collector.url("/nuevo?dato=2"), headers={"Authorization": "Bearer s3cret"}
+                    )[0] == 201
+        assert len(stored(collector)) == 2
+    finally:
+        collector.stop()
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_acknowledged_rounds_survive_a_restart(tmp_path: Path, how: signal.Signals) -> None:
+    collector = CollectorProcess(tmp_path / "db.sqlite3", tmp_path / "c.log").start()
+    for number in range(1, 6):
+        assert post_round(collector, a_round(number, epoch=3))[0] == 201
+    collector.stop(how)
+    again = CollectorProcess(tmp_path / "db.sqlite3", tmp_path / "c.log").start()
+    try:
+        assert [r["round"] for r in stored(again)] == [5, 4, 3, 2, 1]
+        assert post_round(again, a_round(5, epoch=3))[1]["status"] == "duplicate"
+        assert post_round(again, a_round(6, epoch=2))[0] == 409
+    finally:
+        again.stop()
+
+
+def test_health_metrics_and_summary(collector: CollectorProcess) -> None:
+    post_round(collector, a_round(1))
+    post_round(collector, a_round(1))
+    call(collector.url("/nuevo?dato=x"))
+    status, body = call(collector.url("/healthz"))
+    assert (status, body) == (200, {"status": "ok"})
+    status, text = call(collector.url("/metrics"))
+    assert status == 200
+    assert 'zk_collector_deliveries_total{outcome="stored"} 1' in text
+    assert 'zk_collector_deliveries_total{outcome="duplicate"} 1' in text
+    assert 'zk_collector_deliveries_total{outcome="refused"} 1' in text
+    assert "zk_collector_rounds 1" in text and "zk_collector_last_mean 80.0" in text
+    status, summary = call(collector.url("/api/summary"))
+    assert summary["rounds"] == 1 and summary["epochs"] == {"/f": 1} and summary["host"]
+    assert call(collector.url("/nope"))[0] == 404
+    assert call(collector.url("/api/rounds"), "DELETE")[0] == 405
