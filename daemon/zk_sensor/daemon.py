@@ -90,7 +90,6 @@ class Node:
         self.office: Office | None = None
         self.round_deadline = 0.0
         self.devices: list[str] | None = None
-        self.last_aggregate: Aggregate | None = None
 
     # Callbacks from kazoo's threads: record, enqueue, wake. Nothing else.
 
@@ -294,11 +293,11 @@ class Node:
 
     def evaluate_leadership(self) -> None:
         first_in_line = self.election.evaluate()
-        self.need_evaluate = False
         if first_in_line and self.office is None:
             self.take_office()
         elif not first_in_line and self.office is not None:
             self.step_down("no longer first in line")
+        self.need_evaluate = False
 
     def take_office(self) -> None:
         office = self.election.take_office(self.node_id)
@@ -393,7 +392,6 @@ class Node:
         self.log_round(current.round, result, collection.garbage, collection.vanished,
                        len(collection.readings) - len(readings))
         if result is not None:
-            self.last_aggregate = result
             self.courier.submit(result, self.config.api_url)
 
     def log_round(self, round_number: int, result: Aggregate | None, garbage: list[str],
