@@ -5,6 +5,8 @@
 #   make test    ruff, then the whole test suite against real ZooKeeper servers
 #   make lint    ruff only
 #   make bench   the collector's throughput, memory and page load (bench/)
+#   make lab     systemd-nspawn machines from ansible/inventory, provisioned by site.yml (root)
+#   make lab-down  stop and remove them (ansible/lab/lab.py)
 #   make clean   caches, build output and .demo/ (keeps .venv; `make distclean` drops it too)
 #
 # The tests and the demo start Debian's `zookeeper` package; `make zookeeper` installs it
@@ -23,7 +25,7 @@ VENV_STAMP := $(VENV)/.installed
 ZK_JAR := /usr/share/java/zookeeper.jar
 PYTEST_ARGS ?= -q -ra
 
-.PHONY: venv zookeeper demo test lint bench clean distclean
+.PHONY: venv zookeeper demo test lint bench clean distclean lab lab-down
 
 venv: $(VENV_STAMP)
 
@@ -68,6 +70,12 @@ test: venv zookeeper
 
 bench: venv
 	$(VENV_PY) bench/collector.py
+
+lab: venv
+	$(VENV_PY) ansible/lab/lab.py up
+
+lab-down: venv
+	$(VENV_PY) ansible/lab/lab.py down
 
 lint: venv
 	$(VENV)/bin/ruff check .
