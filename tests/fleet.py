@@ -83,7 +83,7 @@ class Fleet:
             str(BIN / "zk-sensor"), "--id", node_id, "--zookeeper", self.hosts,
             "--namespace", self.namespace, "--sampling-period", str(self.period),
             "--api-url", self.api_url, "--session-timeout", str(self.session_timeout),
-            "--zk-deadline", "1", "--log-level", "debug", *extra,
+            "--zk-deadline", "1", "--http-timeout", "1", "--log-level", "debug", *extra,
         ]
         environment = {k: v for k, v in os.environ.items() if not k.startswith("ZK_SENSOR_")}
         environment.update(env or {})

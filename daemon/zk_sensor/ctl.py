@@ -18,6 +18,7 @@ from .barrier import decode_barrier
 from .counter import fleet_total
 from .election import current_leader
 from .layout import CONFIG_KEYS, Layout
+from .outbox import decode_stats
 from .readings import collect_readings
 from .validation import CONFIG_PARSERS, InvalidValue, format_config_value
 from .zk import ZK_ERRORS, Zk
@@ -64,7 +65,18 @@ def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
             for r in collection.readings
         ],
         "garbage_readings": collection.garbage,
+        "outbox": outbox_status(zk, layout),
     }
+
+
+def outbox_status(zk: Zk, layout: Layout) -> dict[str, Any]:
+    if zk.exists(layout.outbox) is None:
+        return {"pending": 0, "oldest": None, "dropped": 0, "rejected": 0}
+    data, _ = zk.get(layout.outbox)
+    stats = decode_stats(data)
+    pending = sorted(int(name) for name in zk.children(layout.outbox) if name.isdigit())
+    return {"pending": len(pending), "oldest": pending[0] if pending else None,
+            "dropped": stats.dropped, "rejected": stats.rejected}
 
 
 def render_status(status: dict[str, Any]) -> str:
@@ -83,6 +95,10 @@ def render_status(status: dict[str, Any]) -> str:
     else:
         lines.append("last mean  none yet")
     lines.append(f"counter    {status['counter']} measurements")
+    box = status["outbox"]
+    oldest = f" (oldest round {box['oldest']})" if box["oldest"] is not None else ""
+    lines.append(f"outbox     {box['pending']} rounds waiting for the collector{oldest}, "
+                 f"{box['dropped']} dropped, {box['rejected']} refused by it")
     for key, entry in status["config"].items():
         value = entry["value"] if entry["value"] is not None else "-"
         note = f"  ({entry['error']})" if entry["error"] else ""

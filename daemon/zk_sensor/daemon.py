@@ -18,11 +18,12 @@ from collections.abc import Callable
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.protocol.states import KazooState, ZnodeStat
 from kazoo.recipe.watchers import DataWatch
 from kazoo.retry import KazooRetry
 
+from . import outbox
 from .aggregate import Aggregate, aggregate
 from .barrier import BarrierState, add_release, decode_barrier, encode_barrier, next_round
 from .config_watch import LiveConfig, watch_config
@@ -31,6 +32,7 @@ from .delivery import Courier, one_line
 from .election import Election, Office
 from .layout import Layout
 from .logs import setup_logging
+from .outbox import OutboxStats, encode_stats
 from .readings import collect_readings, encode_reading
 from .sensors import Sensor, SensorError, open_sensor, take_reading
 from .settings import Settings, SettingsError, add_arguments, build_settings
@@ -64,7 +66,10 @@ class Node:
         )
         self.election = Election(self.zk, self.layout, self.node_id, self._wake_election)
         self.counter = ShardedCounter(self.zk, self.layout, self.node_id)
-        self.courier = Courier(settings.http_timeout, settings.namespace, settings.api_token)
+        self.courier = Courier(settings.http_timeout, settings.namespace, settings.api_token,
+                               may_deliver=self.delivery_epoch,
+                               api_url=lambda: self.config.api_url,
+                               report=self._on_delivery)
 
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.waker = Waker()
@@ -88,8 +93,13 @@ class Node:
         self.skipped_readings = 0
 
         self.office: Office | None = None
+        self.lease_from = 0.0
         self.round_deadline = 0.0
         self.devices: list[str] | None = None
+        self.outbox: list[int] = []
+        self.outbox_stats = OutboxStats()
+        self.outcomes: list[tuple[int, str, str]] = []
+        self.dropping = False
 
     # Callbacks from kazoo's threads: record, enqueue, wake. Nothing else.
 
@@ -114,6 +124,10 @@ class Node:
     def _on_devices_changed(self, _event: object) -> None:
         self._post("devices")
 
+    def _on_delivery(self, round_number: int, outcome: str, detail: str) -> None:
+        """From the courier thread: the collector's answer for a round."""
+        self._post("delivery", round_number, outcome, detail)
+
     def request_stop(self, signum: int, _frame: object) -> None:
         """Signal handler: no logging, no locks; the loop notices and acts."""
         self.stop_signal = signum
@@ -126,14 +140,32 @@ class Node:
     # Leadership as the loop sees it.
 
     @property
+    def lease_length(self) -> float:
+        """How long after its last confirmed contact with ZooKeeper a leader may still act.
+        Half the session timeout: with the delivery timeout (checked below half at start),
+        anything it does ends before the server could expire its session and elect another."""
+        return self.settings.session_timeout / 2
+
+    @property
     def leading(self) -> bool:
-        return self.office is not None and self.link_up
+        return (self.office is not None and self.link_up
+                and time.monotonic() - self.lease_from < self.lease_length)
+
+    def delivery_epoch(self) -> int | None:
+        """Asked by the courier before every attempt: our epoch, if we may deliver now."""
+        office = self.office
+        return office.epoch if office is not None and self.leading else None
+
+    def renew_lease(self, sent_at: float) -> None:
+        self.lease_from = max(self.lease_from, sent_at)
 
     def step_down(self, reason: str) -> None:
         if self.office is not None:
             log.warning("stepping down as leader (epoch %d): %s", self.office.epoch, reason)
         self.office = None
         self.devices = None
+        self.outbox = []
+        self.courier.clear()
 
     # The loop.
 
@@ -188,6 +220,7 @@ class Node:
             "config": self.on_config_event,
             "barrier": self.on_barrier_event,
             "devices": self.on_devices_event,
+            "delivery": self.on_delivery_event,
         }
         while True:
             try:
@@ -248,6 +281,14 @@ class Node:
         if self.leading:
             self.refresh_devices()
 
+    def on_delivery_event(self, round_number: int, outcome: str, detail: str) -> None:
+        if outcome == "delivered":
+            log.info("delivered round %d (%s)", round_number, detail)
+        else:
+            log.error("collector refused round %d for good: %s; dropping it", round_number,
+                      detail)
+        self.outcomes.append((round_number, outcome, detail))
+
     def step(self) -> None:
         if not self.link_up or time.monotonic() < self.retry_at:
             return
@@ -270,8 +311,12 @@ class Node:
         if self.counter_dirty:
             self.counter.flush()
             self.counter_dirty = False
+        if self.office is not None and self.link_up:
+            self.confirm_office()
         if self.leading and self.devices is None:
             self.refresh_devices()
+        if self.leading and self.outcomes:
+            self.forget_answered_rounds()
         if self.leading and time.monotonic() >= self.round_deadline:
             self.run_round()
         self.recheck_stalled_barrier()
@@ -306,11 +351,66 @@ class Node:
         released_wall = stat.mtime / 1000.0 + office.clock_offset
         period = self.config.sampling_period
         wait = min(period, max(0.0, released_wall + period - time.time()))
+        inherited = outbox.load(self.zk, self.layout)
         self.office = office
+        self.renew_lease(office.taken_at)
         self.round_deadline = time.monotonic() + wait
+        self.outbox = [aggregate.round for aggregate in inherited.rounds]
+        self.outbox_stats = inherited.stats
+        self.outcomes = []
+        self.courier.replace(inherited.rounds)
         round_number = self.barrier.round if self.barrier else 0
         log.info("I am the leader now (epoch %d): round %d closes in %.1f s",
                  office.epoch, round_number, wait)
+        if inherited.rounds:
+            log.warning("inherited %d undelivered rounds (%d..%d); delivering them first",
+                        len(inherited.rounds), self.outbox[0], self.outbox[-1])
+        for name in inherited.garbage:
+            log.error("outbox entry %s is not a round; removing it", name)
+            with contextlib.suppress(NoNodeError):
+                self.zk.delete(f"{self.layout.outbox}/{name}")
+
+    def confirm_office(self) -> None:
+        """Renew the lease with a round trip, long before it lapses, and check on the way
+        that nobody else took office (the epoch znode's version is ours)."""
+        if time.monotonic() - self.lease_from < self.lease_length / 3:
+            return
+        sent_at = time.monotonic()
+        stat = self.zk.exists(self.layout.epoch)
+        if self.office is None:
+            return
+        if stat is None or stat.version != self.office.epoch:
+            self.step_down(f"another leader took office (epoch {stat.version if stat else '?'})")
+            self.need_evaluate = True
+            return
+        self.renew_lease(sent_at)
+
+    def forget_answered_rounds(self) -> None:
+        """Remove answered rounds from the outbox, fenced by our epoch; a rejection counts."""
+        assert self.office is not None
+        while self.outcomes:
+            round_number, outcome, _ = self.outcomes[0]
+            stats = self.outbox_stats
+            transaction = self.client.transaction()
+            transaction.check(self.layout.epoch, self.office.epoch)
+            transaction.delete(self.layout.outbox_round(round_number))
+            if outcome == "rejected":
+                stats = OutboxStats(stats.dropped, stats.rejected + 1)
+                transaction.set_data(self.layout.outbox, encode_stats(stats))
+            results = self.zk.commit(transaction)
+            if isinstance(results[0], BadVersionError):
+                self.step_down("fenced off while clearing the outbox: the epoch moved")
+                self.need_evaluate = True
+                return
+            if not any(isinstance(r, Exception) for r in results):
+                self.outbox_stats = stats
+            self.outcomes.pop(0)
+            if round_number in self.outbox:
+                self.outbox.remove(round_number)
+            if self.dropping and outcome == "delivered":
+                self.dropping = False
+                log.warning("outbox drained below its limit; %d rounds dropped so far",
+                            self.outbox_stats.dropped)
 
     def refresh_devices(self) -> None:
         devices = sorted(self.zk.children(self.layout.readings, watch=self._on_devices_changed))
@@ -370,6 +470,7 @@ class Node:
     def run_round(self) -> None:
         assert self.office is not None and self.barrier is not None
         office, current = self.office, self.barrier
+        sent_at = time.monotonic()
         collection = collect_readings(self.zk, self.layout)
         readings = collection.for_round(current.round)
         result = aggregate(
@@ -382,17 +483,48 @@ class Node:
         transaction = self.client.transaction()
         transaction.check(self.layout.epoch, office.epoch)
         add_release(transaction, self.layout.barrier, released, self.barrier_version)
+        dropped, stats = self.add_to_outbox(transaction, result)
         outcome = self.zk.commit(transaction)
         if any(isinstance(item, Exception) for item in outcome):
             self.step_down(f"round {current.round} fenced off: the epoch or the barrier moved")
             self.need_evaluate = True
             return
+        self.renew_lease(sent_at)
         self.accept_barrier(encode_barrier(released), outcome[1].version)
         self.round_deadline = time.monotonic() + self.config.sampling_period
         self.log_round(current.round, result, collection.garbage, collection.vanished,
                        len(collection.readings) - len(readings))
+        self.outbox_stats = stats
+        if dropped is not None:
+            self.note_drop(dropped)
         if result is not None:
-            self.courier.submit(result, self.config.api_url)
+            self.outbox.append(result.round)
+            self.courier.add(result)
+
+    def add_to_outbox(
+        self, transaction: Any, result: Aggregate | None
+    ) -> tuple[int | None, OutboxStats]:
+        """Queue the round in the release transaction; when the outbox is full, drop its
+        oldest round in the same transaction. Returns the dropped round and the counts
+        that hold if the transaction commits."""
+        stats = self.outbox_stats
+        if result is None:
+            return None, stats
+        outbox.add_pending(transaction, self.layout, result)
+        if len(self.outbox) < self.settings.outbox_limit:
+            return None, stats
+        oldest = self.outbox[0]
+        stats = OutboxStats(stats.dropped + 1, stats.rejected)
+        outbox.add_drop(transaction, self.layout, oldest, stats)
+        return oldest, stats
+
+    def note_drop(self, round_number: int) -> None:
+        self.outbox.remove(round_number)
+        self.courier.discard(round_number)
+        if not self.dropping:
+            self.dropping = True
+            log.error("outbox full (%d rounds): dropping the oldest undelivered rounds, "
+                      "starting with round %d", self.settings.outbox_limit, round_number)
 
     def log_round(self, round_number: int, result: Aggregate | None, garbage: list[str],
                   vanished: list[str], late: int) -> None:

@@ -30,6 +30,7 @@ PREFIX = "n_"
 class Office:
     epoch: int
     clock_offset: float
+    taken_at: float
 
 
 def sequence_of(name: str) -> int:
@@ -98,6 +99,7 @@ class Election:
         transaction.check(f"{self.layout.election}/{self.candidate}", 0)
         transaction.set_data(self.layout.epoch, leader_id.encode())
         sent_at = time.time()
+        sent_monotonic = time.monotonic()
         results = self.zk.commit(transaction)
         failure = next((r for r in results if isinstance(r, Exception)), None)
         if failure is not None:
@@ -105,7 +107,8 @@ class Election:
         stat = results[1]
         received_at = time.time()
         server_time = stat.mtime / 1000.0
-        return Office(epoch=stat.version, clock_offset=(sent_at + received_at) / 2 - server_time)
+        return Office(epoch=stat.version, clock_offset=(sent_at + received_at) / 2 - server_time,
+                      taken_at=sent_monotonic)
 
     def resign(self) -> None:
         if self.candidate is None:

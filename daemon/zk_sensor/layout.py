@@ -47,5 +47,14 @@ class Layout:
     def counter_shard(self, node_id: str) -> str:
         return f"{self.counter}/{node_id}"
 
+    @property
+    def outbox(self) -> str:
+        """Rounds committed but not yet acknowledged by the collector; its data holds the
+        outbox's drop and rejection counts."""
+        return f"{self.namespace}/outbox"
+
+    def outbox_round(self, round_number: int) -> str:
+        return f"{self.outbox}/{round_number:012d}"
+
     def persistent_dirs(self) -> tuple[str, ...]:
-        return (self.config, self.readings, self.election, self.counter)
+        return (self.config, self.readings, self.election, self.counter, self.outbox)

@@ -33,6 +33,7 @@ class Settings:
     zk_deadline: float = 2.0
     http_timeout: float = 3.0
     api_token: str = ""
+    outbox_limit: int = 1000
     offline_grace: float = 120.0
     log_level: str = "info"
 
@@ -61,8 +62,15 @@ def _check(settings: Settings) -> Settings:
             f"session_timeout ({settings.session_timeout:g} s), so a call gives up before the "
             "session can expire"
         )
-    if settings.http_timeout <= 0:
-        raise SettingsError("http_timeout must be positive")
+    if not 0 < settings.http_timeout < settings.session_timeout / 2:
+        raise SettingsError(
+            f"http_timeout {settings.http_timeout:g} s must be positive and below half the "
+            f"session_timeout ({settings.session_timeout:g} s): a leader acts for at most half "
+            "a session after its last contact with ZooKeeper, and a delivery it starts must "
+            "end before its session could expire"
+        )
+    if settings.outbox_limit < 1:
+        raise SettingsError("outbox_limit must be at least 1")
     return dataclasses.replace(settings, node_id=node_id)
 
 
@@ -95,5 +103,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zk-deadline", dest="zk_deadline", type=float,
                         help="seconds any single ZooKeeper call may take")
     parser.add_argument("--http-timeout", dest="http_timeout", type=float)
+    parser.add_argument("--outbox-limit", dest="outbox_limit", type=int,
+                        help="rounds kept for the collector before the oldest is dropped")
     parser.add_argument("--log-level", dest="log_level",
                         choices=("debug", "info", "warning", "error"))

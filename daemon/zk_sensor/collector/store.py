@@ -86,6 +86,14 @@ class Store:
             return outcome
 
     def _add_locked(self, item: Round, received_at: float) -> tuple[Outcome, int | None]:
+        """A known round is a duplicate whatever its epoch (a new leader re-sending it is
+        harmless); only a round not yet stored is fenced by the epoch."""
+        if item.round is not None:
+            known = self.db.execute(
+                "SELECT id FROM rounds WHERE fleet IS ? AND round = ?",
+                (item.fleet, item.round)).fetchone()
+            if known is not None:
+                return Outcome.DUPLICATE, known[0]
         if item.epoch is not None:
             fence = self.db.execute(
                 "SELECT epoch FROM fences WHERE fleet IS ?", (item.fleet,)).fetchone()
@@ -95,12 +103,6 @@ class Store:
                 "INSERT INTO fences (fleet, epoch) VALUES (?, ?) "
                 "ON CONFLICT (fleet) DO UPDATE SET epoch = max(epoch, excluded.epoch)",
                 (item.fleet, item.epoch))
-        if item.round is not None:
-            known = self.db.execute(
-                "SELECT id FROM rounds WHERE fleet IS ? AND round = ?",
-                (item.fleet, item.round)).fetchone()
-            if known is not None:
-                return Outcome.DUPLICATE, known[0]
         cursor = self.db.execute(
             "INSERT INTO rounds (fleet, round, epoch, leader, mean, count, min, max, "
             "measured_at, received_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
