@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -215,7 +216,12 @@ class CollectorProcess:
     port: int = 0
 
     def start(self) -> CollectorProcess:
-        command = [str(BIN / "zk-collector"), "--listen", "127.0.0.1:0", "--db", str(self.db)]
+        return self.start_on(0)
+
+    def start_on(self, port: int) -> CollectorProcess:
+        """Port 0 picks a free one; a fixed port brings a collector back where it was."""
+        command = [str(BIN / "zk-collector"), "--listen", f"127.0.0.1:{port}",
+                   "--db", str(self.db)]
         if self.token_file:
             command += ["--token-file", str(self.token_file)]
         with self.log_file.open("ab") as sink:
@@ -229,6 +235,10 @@ class CollectorProcess:
 
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def rounds(self) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(self.url("/api/rounds?limit=1000"), timeout=10) as reply:
+            return json.loads(reply.read())["rounds"]
 
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         assert self.process is not None

@@ -64,6 +64,6 @@ class ShardedCounter:
 
 
 def fleet_total(zk: Zk, layout: Layout) -> int:
-    shards = zk.children(layout.counter)
+    shards = zk.children_or_none(layout.counter)
     results = zk.get_many(layout.counter_shard(shard) for shard in shards)
     return sum(parse_count(result[0]) for result in results.values() if result is not None)

@@ -123,7 +123,7 @@ class Election:
 
 
 def current_leader(zk: Zk, layout: Layout) -> str | None:
-    names = sorted(zk.children(layout.election), key=sequence_of)
+    names = sorted(zk.children_or_none(layout.election), key=sequence_of)
     for name in names:
         try:
             data, _ = zk.get(f"{layout.election}/{name}")

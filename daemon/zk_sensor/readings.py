@@ -51,7 +51,7 @@ class Collection:
 
 def collect_readings(zk: Zk, layout: Layout) -> Collection:
     """Every device's reading, tolerating devices that leave between list and read."""
-    nodes = sorted(zk.children(layout.readings))
+    nodes = sorted(zk.children_or_none(layout.readings))
     raw = zk.get_many(layout.reading(node) for node in nodes)
     collection = Collection()
     for node in nodes:

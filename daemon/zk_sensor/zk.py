@@ -29,6 +29,13 @@ class Zk:
     def children(self, path: str, watch: Any = None) -> list[str]:
         return self.client.get_children_async(path, watch=watch).get(timeout=self.deadline)
 
+    def children_or_none(self, path: str) -> list[str]:
+        """Children of a folder that may not exist yet (a fleet that never started)."""
+        try:
+            return self.children(path)
+        except NoNodeError:
+            return []
+
     def exists(self, path: str, watch: Any = None) -> ZnodeStat | None:
         return self.client.exists_async(path, watch=watch).get(timeout=self.deadline)
 

@@ -1,0 +1,77 @@
+"""The outbox: bounded, counted drops, refusals not retried, ghosts of a restart taken over."""
+
+import signal
+import socket
+
+from kazoo.client import KazooClient
+
+from zk_sensor.layout import Layout
+
+from fleet import CollectorProcess, Fleet, Receiver, status, wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def leader_log(fleet: Fleet) -> str:
+    return wait_for(lambda: next((d.log() for d in fleet.daemons.values()
+                                  if "I am the leader now" in d.log()), ""), 20, "a leader")
+
+
+def test_full_outbox_drops_the_oldest_counts_it_and_drains_later(fleet: Fleet, tmp_path) -> None:
+    port = free_port()
+    fleet.api_url = f"http://127.0.0.1:{port}/api/rounds"
+    for node_id in ("1", "2", "3"):
+        fleet.start(node_id, "--outbox-limit", "4")
+    wait_for(lambda: status(fleet)["outbox"]["dropped"] >= 3, 30, "three dropped rounds")
+    box = status(fleet)["outbox"]
+    assert box["pending"] == 4
+    log = leader_log(fleet)
+    assert log.count("outbox full (4 rounds)") == 1, "one line per burst, not per drop"
+    collector = CollectorProcess(tmp_path / "db.sqlite3", tmp_path / "c.log")
+    collector.start_on(port)
+    try:
+        wait_for(lambda: status(fleet)["outbox"]["pending"] <= 1, 30, "the outbox to drain")
+        dropped = status(fleet)["outbox"]["dropped"]
+        stored = sorted(r["round"] for r in collector.rounds())
+        assert stored[0] == dropped, "rounds 0.. were dropped oldest first, the rest delivered"
+        assert stored == list(range(stored[0], stored[-1] + 1))
+    finally:
+        collector.stop()
+
+
+def test_a_refused_round_is_not_retried(fleet: Fleet, receiver: Receiver) -> None:
+    receiver.status = 400
+    fleet.start_ready("1", "2")
+    wait_for(lambda: status(fleet)["outbox"]["rejected"] >= 3, 30, "three refused rounds")
+    refused = status(fleet)["outbox"]
+    assert refused["pending"] <= 1
+    attempts = [d.body["round"] for d in receiver.snapshot()]
+    assert len(attempts) == len(set(attempts)), "each refused round was sent once"
+    assert "refused round" in leader_log(fleet)
+
+
+def test_restart_within_the_session_timeout_takes_over_its_ghosts(
+    fleet: Fleet, receiver: Receiver, make_zk
+) -> None:
+    fleet.start_ready("1", "2")
+    receiver.wait_rounds(2)
+    fleet.daemons["2"].signal(signal.SIGKILL)
+    fleet.daemons["2"].wait_exit()
+    reborn = fleet.start("2")
+    reborn.wait_log("ready")
+    log = reborn.wait_log(r"removed election candidates left by a previous session")
+    assert "replacing reading znode" in log
+    zk: KazooClient = make_zk(fleet.hosts)
+    layout = Layout(fleet.namespace)
+    old_session_gone_at = fleet.session_timeout + 2
+    after = receiver.wait_rounds(1, after=receiver.snapshot()[-1].received_at
+                                 + old_session_gone_at, timeout=30)
+    assert after[-1].body["count"] == 2, "the restarted node still takes part"
+    _, stat = zk.get(layout.reading("2"))
+    assert stat.ephemeralOwner != 0
+    candidates = [zk.get(f"{layout.election}/{n}")[0] for n in zk.get_children(layout.election)]
+    assert candidates.count(b"2") == 1
