@@ -2,6 +2,7 @@
 
 import signal
 import socket
+import urllib.request
 
 from kazoo.client import KazooClient
 
@@ -75,3 +76,23 @@ def test_restart_within_the_session_timeout_takes_over_its_ghosts(
     assert stat.ephemeralOwner != 0
     candidates = [zk.get(f"{layout.election}/{n}")[0] for n in zk.get_children(layout.election)]
     assert candidates.count(b"2") == 1
+
+
+def test_node_metrics_for_prometheus(fleet: Fleet, receiver: Receiver) -> None:
+    port = free_port()
+    daemon = fleet.start("1", "--metrics-port", str(port))
+    daemon.wait_log("ready")
+    receiver.wait_rounds(2)
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            text = reply.read().decode()
+        return {line.split()[0]: float(line.split()[1])
+                for line in text.splitlines() if line and not line.startswith("#")}
+
+    values = wait_for(lambda: (m := scrape())["zk_sensor_deliveries_total"] >= 2 and m, 20,
+                      "two deliveries counted")
+    assert values["zk_sensor_leader"] == 1 and values["zk_sensor_connected"] == 1
+    assert values["zk_sensor_measurements_total"] >= 2
+    assert values["zk_sensor_rounds_led_total"] >= 2
+    assert values["zk_sensor_outbox_dropped_total"] == 0

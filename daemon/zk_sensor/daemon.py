@@ -32,6 +32,7 @@ from .delivery import Courier, one_line
 from .election import Election, Office
 from .layout import Layout
 from .logs import setup_logging
+from .metrics import MetricsServer
 from .outbox import OutboxStats, encode_stats
 from .readings import collect_readings, encode_reading
 from .sensors import Sensor, SensorError, open_sensor, take_reading
@@ -100,6 +101,10 @@ class Node:
         self.outbox_stats = OutboxStats()
         self.outcomes: list[tuple[int, str, str]] = []
         self.dropping = False
+        self.rounds_led = 0
+        self.delivered = 0
+        self.refused = 0
+        self.metrics: MetricsServer | None = None
 
     # Callbacks from kazoo's threads: record, enqueue, wake. Nothing else.
 
@@ -175,6 +180,7 @@ class Node:
             self.shutdown()
             return 0
         self.courier.start()
+        self.start_metrics()
         self.watches = [*watch_config(self.client, self.layout, self._on_config),
                         DataWatch(self.client, self.layout.barrier, self._on_barrier)]
         while not self.stopping:
@@ -185,6 +191,41 @@ class Node:
             self.report()
         self.shutdown()
         return 0
+
+    def start_metrics(self) -> None:
+        if not self.settings.metrics_port:
+            return
+        self.metrics = MetricsServer(self.settings.metrics_host, self.settings.metrics_port,
+                                     self.metric_samples)
+        self.metrics.start()
+        log.info("metrics on http://%s:%d/metrics", self.settings.metrics_host,
+                 self.metrics.port)
+
+    def metric_samples(self) -> list[tuple[str, str, str, float]]:
+        """Plain attribute reads: safe from the metrics thread."""
+        stats = self.outbox_stats
+        return [
+            ("zk_sensor_measurements_total", "counter", "Readings this node published.",
+             self.counter.count),
+            ("zk_sensor_readings_skipped_total", "counter", "Readings that failed or were "
+             "not finite.", self.skipped_readings),
+            ("zk_sensor_connected", "gauge", "1 while the ZooKeeper session is usable.",
+             int(self.link_up)),
+            ("zk_sensor_leader", "gauge", "1 while this node leads with a fresh lease.",
+             int(self.leading)),
+            ("zk_sensor_round", "gauge", "The round the barrier holds open.",
+             self.barrier.round if self.barrier else -1),
+            ("zk_sensor_rounds_led_total", "counter", "Rounds this node released as leader.",
+             self.rounds_led),
+            ("zk_sensor_deliveries_total", "counter", "Rounds the collector acknowledged.",
+             self.delivered),
+            ("zk_sensor_deliveries_refused_total", "counter", "Rounds the collector refused "
+             "for good.", self.refused),
+            ("zk_sensor_outbox_pending", "gauge", "Rounds waiting for the collector (leader).",
+             len(self.outbox)),
+            ("zk_sensor_outbox_dropped_total", "counter", "Rounds the fleet dropped from a "
+             "full outbox (as last seen by this node as leader).", stats.dropped),
+        ]
 
     def connect(self) -> bool:
         """Keep trying until connected or told to stop; a missing ensemble is not fatal."""
@@ -283,8 +324,10 @@ class Node:
 
     def on_delivery_event(self, round_number: int, outcome: str, detail: str) -> None:
         if outcome == "delivered":
+            self.delivered += 1
             log.info("delivered round %d (%s)", round_number, detail)
         else:
+            self.refused += 1
             log.error("collector refused round %d for good: %s; dropping it", round_number,
                       detail)
         self.outcomes.append((round_number, outcome, detail))
@@ -490,6 +533,7 @@ class Node:
             self.need_evaluate = True
             return
         self.renew_lease(sent_at)
+        self.rounds_led += 1
         self.accept_barrier(encode_barrier(released), outcome[1].version)
         self.round_deadline = time.monotonic() + self.config.sampling_period
         self.log_round(current.round, result, collection.garbage, collection.vanished,
@@ -597,6 +641,8 @@ class Node:
             if was_leader:
                 log.info("gave up leadership")
         self.courier.stop(self.settings.http_timeout)
+        if self.metrics is not None:
+            self.metrics.stop()
         self.client.stop()
         self.client.close()
         self.sensor.close()

@@ -34,6 +34,8 @@ class Settings:
     http_timeout: float = 3.0
     api_token: str = ""
     outbox_limit: int = 1000
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
     offline_grace: float = 120.0
     log_level: str = "info"
 
@@ -103,6 +105,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--zk-deadline", dest="zk_deadline", type=float,
                         help="seconds any single ZooKeeper call may take")
     parser.add_argument("--http-timeout", dest="http_timeout", type=float)
+    parser.add_argument("--metrics-port", dest="metrics_port", type=int,
+                        help="serve Prometheus metrics on this port (0: off)")
+    parser.add_argument("--metrics-host", dest="metrics_host",
+                        help="address for the metrics port (default 127.0.0.1)")
     parser.add_argument("--outbox-limit", dest="outbox_limit", type=int,
                         help="rounds kept for the collector before the oldest is dropped")
     parser.add_argument("--log-level", dest="log_level",
