@@ -8,6 +8,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,15 @@ from typing import Any
 import pytest
 
 from fleet import BIN, wait_for
+from test_faults import (
+    CATCH_UP_ROUNDS,
+    assert_fenced,
+    check_rounds,
+    collector_replies,
+    fetch_rounds,
+    wait_caught_up,
+    wait_full_rounds,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ansible" / "lab"))
 from lab import Lab
@@ -188,3 +198,111 @@ def test_powering_off_a_zookeeper_machine_does_not_stop_the_rounds(lab: Provisio
     address = lab.lab.hosts[leader].address
     wait_for(lambda: srvr_mode(address) in {"leader", "follower"}, 60,
              f"{leader} to rejoin the ensemble")
+
+
+# ---------------------------------------------------------------- the fault matrix (issue 5)
+# Faults 4 and 5 on the lab's real machines, after every test above (they reuse its
+# fleet). Each lets full rounds arrive, injects the fault, recovers, waits until the
+# collector has caught up, and checks the collector's rounds from just before the fault
+# with test_faults.check_rounds (nothing lost, nothing twice, epochs never go down, the
+# largest gap between arrivals below the bound stated here). `pytest -s` prints a
+# `FAULT ...` line per fault.
+
+# zk_sensor_session_timeout in ansible/roles/zk_sensor/defaults/main.yml.
+LAB_SESSION_TIMEOUT_S = 15.0
+# A machine cut off for longer than the session timeout, so its session surely expires.
+LAB_CUT_S = 25.0
+# Scheduling noise: seven machines, three JVMs and the controller on one small box.
+LAB_SLACK_S = 3.0
+LAB_STEADY_ROUNDS = 3
+LAB_CATCH_UP_TIMEOUT_S = 90.0
+# The leader's machine cut: its lease lapses at once (it delivers nothing more); the next
+# node leads once the cut leader's session expires on the ensemble, delivers what the cut
+# leader left in the outbox and closes the open round: a session timeout and a few periods.
+LAB_LEADER_CUT_GAP_S = LAB_SESSION_TIMEOUT_S + 3 * PERIOD + LAB_SLACK_S
+# A follower's machine cut: the leader leaves its stale reading out and goes on.
+LAB_FOLLOWER_CUT_GAP_S = 3 * PERIOD + LAB_SLACK_S
+# A follower's machine powered off (a clean shutdown closes its session) and booted.
+LAB_POWEROFF_GAP_S = 3 * PERIOD + LAB_SLACK_S
+
+
+def fleet_status(env: Provisioned) -> dict[str, Any]:
+    result = ctl(env, "status", "--json")
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def steady_since(env: Provisioned) -> int:
+    """Wait for full rounds (the fleet healthy again after the tests before); the first of
+    them, where the fault's check starts."""
+    full = wait_full_rounds(env.collector, LAB_STEADY_ROUNDS, devices=3, after=time.time(),
+                            timeout=90)
+    return min(r["round"] for r in full)
+
+
+def lab_check(fault: str, env: Provisioned, since: int, bound: float) -> list[dict[str, Any]]:
+    """Wait for rounds past the fleet's current one, then check everything from `since`."""
+    wait_caught_up(env.collector, fleet_status(env)["round"] + CATCH_UP_ROUNDS,
+                   LAB_CATCH_UP_TIMEOUT_S)
+    replies = collector_replies(env.collector)
+    rows = fetch_rounds(env.collector)
+    check_rounds(fault, rows, bound, since_round=since, replies=replies)
+    outbox = fleet_status(env)["outbox"]
+    assert outbox["dropped"] == 0 and outbox["rejected"] == 0, outbox
+    return rows
+
+
+def follower_machine(env: Provisioned) -> str:
+    leader = leader_machine(env)
+    return next(name for name in env.lab.groups["sensors"] if name != leader)
+
+
+def test_fault_lab_leader_machine_cut_off(lab: Provisioned) -> None:
+    since = steady_since(lab)
+    name = leader_machine(lab)
+    before = fleet_status(lab)
+    node, old_epoch = before["leader"], before["epoch"]
+    lab.lab.cut(name)
+    try:
+        time.sleep(LAB_CUT_S)
+    finally:
+        lab.lab.restore(name)
+    restored_at = time.time()
+    wait_full_rounds(lab.collector, 2, devices=3, after=restored_at, timeout=90)
+    rows = lab_check(f"lab: leader's machine cut off {LAB_CUT_S:.0f} s", lab, since,
+                     LAB_LEADER_CUT_GAP_S)
+    assert_fenced(rows, node, old_epoch, restored_at)
+    assert fleet_status(lab)["epoch"] > old_epoch
+
+
+def test_fault_lab_follower_machine_cut_off(lab: Provisioned) -> None:
+    since = steady_since(lab)
+    name = follower_machine(lab)
+    cut_at = time.time()
+    lab.lab.cut(name)
+    try:
+        time.sleep(LAB_CUT_S)
+    finally:
+        lab.lab.restore(name)
+    restored_at = time.time()
+    wait_full_rounds(lab.collector, 2, devices=3, after=restored_at, timeout=90)
+    rows = lab_check(f"lab: follower's machine cut off {LAB_CUT_S:.0f} s", lab, since,
+                     LAB_FOLLOWER_CUT_GAP_S)
+    during = [r["count"] for r in rows if cut_at < r["received_at"] < restored_at]
+    assert 2 in during, f"the cut sensor should have been left out: {during}"
+
+
+def test_fault_lab_sensor_machine_powered_off_and_started(lab: Provisioned) -> None:
+    since = steady_since(lab)
+    name = follower_machine(lab)
+    off_at = time.time()
+    lab.lab.poweroff(name)
+    try:
+        wait_full_rounds(lab.collector, LAB_STEADY_ROUNDS, devices=2, after=off_at, timeout=60)
+    finally:
+        lab.lab.start(name)
+    wait_for(lambda: lab.lab.ssh(name, "systemctl", "is-active", "zk-sensor",
+                                 check=False).stdout.strip() == "active", 60,
+             f"zk-sensor active again on {name}")
+    wait_full_rounds(lab.collector, 2, devices=3, after=time.time(), timeout=90)
+    lab_check("lab: sensor machine powered off and started", lab, since, LAB_POWEROFF_GAP_S)

@@ -33,7 +33,7 @@ from .aggregate import Aggregate
 log = logging.getLogger("zk_sensor")
 
 BACKOFF_FIRST = 0.5
-BACKOFF_MAX = 10.0
+BACKOFF_MAX = 5.0
 IDLE_CHECK = 0.5
 FAILURE_LOG_EVERY = 60.0
 NEVER_ACCEPTED = frozenset({400, 409, 410, 413, 415, 422})
@@ -123,9 +123,11 @@ class Courier:
             return self.pending[min(self.pending)]
 
     def _pause(self, seconds: float) -> None:
+        """A real pause: new rounds arriving must not cut a backoff short."""
+        deadline = time.monotonic() + seconds
         with self.changed:
-            if not self.stopping:
-                self.changed.wait(seconds)
+            while not self.stopping and (left := deadline - time.monotonic()) > 0:
+                self.changed.wait(left)
 
     def _run(self) -> None:
         backoff = BACKOFF_FIRST
