@@ -400,8 +400,8 @@ class Node:
         self.round_deadline = time.monotonic() + wait
         self.outbox = [aggregate.round for aggregate in inherited.rounds]
         self.outbox_stats = inherited.stats
-        self.outcomes = []
-        self.courier.replace(inherited.rounds)
+        answered = {round_number for round_number, _, _ in self.outcomes}
+        self.courier.replace([a for a in inherited.rounds if a.round not in answered])
         round_number = self.barrier.round if self.barrier else 0
         log.info("I am the leader now (epoch %d): round %d closes in %.1f s",
                  office.epoch, round_number, wait)
