@@ -20,20 +20,19 @@ import itertools
 import json
 import re
 import signal
-import subprocess
 import threading
 import time
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from fleet import BIN, CollectorProcess, Fleet, status, wait_for
-from zkharness import ZkEnsemble
+from fleet import CollectorProcess, Fleet, status, wait_for
+from zkharness import ZkEnsemble, ZkServer
 
 # The loopback fleet (tests/fleet.py): sampling period, session timeout, delivery timeout.
 PERIOD_S = Fleet.period
@@ -235,17 +234,7 @@ def restart_collector(old: CollectorProcess) -> CollectorProcess:
     """A new zk-collector on the same port and database as `old` (which has stopped), so
     the daemons' api_url does not change."""
     assert old.process is not None and old.process.poll() is not None, "stop it first"
-    with old.log_file.open("ab") as sink:
-        already = sink.tell()
-        process = subprocess.Popen(
-            [str(BIN / "zk-collector"), "--listen", f"127.0.0.1:{old.port}", "--db",
-             str(old.db)], stdout=sink, stderr=subprocess.STDOUT)
-    new = CollectorProcess(old.db, old.log_file, process=process, port=old.port)
-    wait_for(lambda: f"serving on http://127.0.0.1:{old.port}/"
-             in old.log_file.read_text()[already:] or process.poll() is not None, 15,
-             "zk-collector to listen again")
-    assert process.poll() is None, old.log_file.read_text()[already:]
-    return new
+    return CollectorProcess(old.db, old.log_file).start_on(old.port)
 
 
 @dataclass(frozen=True)
@@ -494,32 +483,26 @@ def finish_ensemble_fault(fault: str, ensemble_fleet: Fleet, base: str, bound: f
     return record
 
 
+ONE_SERVER_FAULTS = [
+    ("ZooKeeper leader server stopped", ZkEnsemble.leader, ZK_LEADER_GAP_S),
+    ("ZooKeeper follower stopped", lambda ensemble: ensemble.followers()[0], ZK_FOLLOWER_GAP_S),
+]
+
+
 @pytest.mark.ensemble
-def test_fault_zookeeper_leader_server_stopped(
-    zk_ensemble: ZkEnsemble, ensemble_fleet: Fleet, collector: CollectorProcess
+@pytest.mark.parametrize(("fault", "pick", "bound"), ONE_SERVER_FAULTS,
+                         ids=["leader-server", "follower-server"])
+def test_fault_zookeeper_one_server_stopped(
+    zk_ensemble: ZkEnsemble, ensemble_fleet: Fleet, collector: CollectorProcess,
+    fault: str, pick: Callable[[ZkEnsemble], ZkServer], bound: float,
 ) -> None:
     base = start_ensemble_fleet(ensemble_fleet, collector)
-    server = zk_ensemble.leader()
+    server = pick(zk_ensemble)
     server.stop()
     zk_ensemble.wait_serving()
     server.start()
     zk_ensemble.wait_serving()
-    finish_ensemble_fault("ZooKeeper leader server stopped", ensemble_fleet, base,
-                          ZK_LEADER_GAP_S)
-
-
-@pytest.mark.ensemble
-def test_fault_zookeeper_follower_stopped(
-    zk_ensemble: ZkEnsemble, ensemble_fleet: Fleet, collector: CollectorProcess
-) -> None:
-    base = start_ensemble_fleet(ensemble_fleet, collector)
-    server = zk_ensemble.followers()[0]
-    server.stop()
-    zk_ensemble.wait_serving()
-    server.start()
-    zk_ensemble.wait_serving()
-    finish_ensemble_fault("ZooKeeper follower stopped", ensemble_fleet, base,
-                          ZK_FOLLOWER_GAP_S)
+    finish_ensemble_fault(fault, ensemble_fleet, base, bound)
 
 
 @pytest.mark.ensemble

@@ -257,17 +257,24 @@ def follower_machine(env: Provisioned) -> str:
     return next(name for name in env.lab.groups["sensors"] if name != leader)
 
 
+def cut_off_for_a_while(env: Provisioned, name: str) -> tuple[float, float]:
+    """Unplug a machine's network for LAB_CUT_S (the fault's duration, not a wait for an
+    event), always plug it back; returns when it was cut and restored."""
+    cut_at = time.time()
+    env.lab.cut(name)
+    try:
+        time.sleep(LAB_CUT_S)
+    finally:
+        env.lab.restore(name)
+    return cut_at, time.time()
+
+
 def test_fault_lab_leader_machine_cut_off(lab: Provisioned) -> None:
     since = steady_since(lab)
     name = leader_machine(lab)
     before = fleet_status(lab)
     node, old_epoch = before["leader"], before["epoch"]
-    lab.lab.cut(name)
-    try:
-        time.sleep(LAB_CUT_S)
-    finally:
-        lab.lab.restore(name)
-    restored_at = time.time()
+    _, restored_at = cut_off_for_a_while(lab, name)
     wait_full_rounds(lab.collector, 2, devices=3, after=restored_at, timeout=90)
     rows = lab_check(f"lab: leader's machine cut off {LAB_CUT_S:.0f} s", lab, since,
                      LAB_LEADER_CUT_GAP_S)
@@ -278,13 +285,7 @@ def test_fault_lab_leader_machine_cut_off(lab: Provisioned) -> None:
 def test_fault_lab_follower_machine_cut_off(lab: Provisioned) -> None:
     since = steady_since(lab)
     name = follower_machine(lab)
-    cut_at = time.time()
-    lab.lab.cut(name)
-    try:
-        time.sleep(LAB_CUT_S)
-    finally:
-        lab.lab.restore(name)
-    restored_at = time.time()
+    cut_at, restored_at = cut_off_for_a_while(lab, name)
     wait_full_rounds(lab.collector, 2, devices=3, after=restored_at, timeout=90)
     rows = lab_check(f"lab: follower's machine cut off {LAB_CUT_S:.0f} s", lab, since,
                      LAB_FOLLOWER_CUT_GAP_S)
