@@ -9,7 +9,9 @@ from zk_sensor.barrier import BarrierState, decode_barrier, encode_barrier, next
 from zk_sensor.counter import parse_count
 from zk_sensor.daemon import describe_change
 from zk_sensor.delivery import build_request
+from zk_sensor.election import candidate_prefix, is_candidate_of, sequence_of
 from zk_sensor.readings import decode_reading, encode_reading
+from zk_sensor.schedule import RoundClock
 from zk_sensor.sensors import (
     SIMULATED_HIGH,
     SIMULATED_LOW,
@@ -79,7 +81,7 @@ def test_aggregate_mean_min_max() -> None:
 
 
 def test_reading_payload_round_trip_and_garbage() -> None:
-    reading = decode_reading("n", encode_reading(80.5, 100.0, 3))
+    reading = decode_reading("n", encode_reading(80.5, 100.0, 3, 7))
     assert (reading.value, reading.taken_at, reading.round) == (80.5, 100.0, 3)
     for junk in [b"\xff", b"{}", b"[]", b'{"value": "x", "taken_at": 1, "round": 1}',
                  b'{"value": NaN, "taken_at": 1, "round": 1}']:
@@ -151,3 +153,39 @@ class Broken:
 def test_failed_or_non_finite_readings_raise_sensor_error(value: object) -> None:
     with pytest.raises(SensorError):
         take_reading(Broken(value))
+
+
+def test_rounds_close_on_a_fixed_grid_whatever_the_leader_spends() -> None:
+    clock = RoundClock(next_close=10.0, period=1.0)
+    assert not clock.due(9.99) and clock.due(10.0)
+    assert clock.advance(now=10.3) == 0 and clock.next_close == 11.0
+    assert clock.advance(now=11.9) == 0 and clock.next_close == 12.0
+
+
+def test_a_leader_that_falls_behind_skips_slots_instead_of_bunching_rounds() -> None:
+    clock = RoundClock(next_close=10.0, period=1.0)
+    assert clock.advance(now=12.5) == 2 and clock.next_close == 13.0
+
+
+def test_a_new_period_reanchors_the_grid_no_later_than_one_new_period() -> None:
+    clock = RoundClock(next_close=15.0, period=5.0)
+    clock.retime(1.0, now=11.0)
+    assert clock.next_close == 12.0 and clock.period == 1.0
+    clock.retime(5.0, now=11.5)
+    assert clock.next_close == 12.0
+    clock.advance(now=12.0)
+    assert clock.next_close == 17.0
+
+
+def test_candidate_names_carry_the_node_id() -> None:
+    assert is_candidate_of(f"{candidate_prefix('a_1')}0000000042", "a_1")
+    assert not is_candidate_of(f"{candidate_prefix('a_1')}0000000042", "a")
+    assert not is_candidate_of("n_0000000042", "a")
+    assert sequence_of(f"{candidate_prefix('a_1')}0000000042") == 42
+
+
+def test_a_reading_carries_its_node_count_and_old_readings_count_zero() -> None:
+    assert decode_reading("n", encode_reading(80.0, 1.0, 2, 7)).count == 7
+    assert decode_reading("n", b'{"value": 1, "taken_at": 1, "round": 1}').count == 0
+    with pytest.raises(ValueError):
+        decode_reading("n", b'{"value": 1, "taken_at": 1, "round": 1e400}')

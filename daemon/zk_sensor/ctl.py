@@ -58,7 +58,7 @@ def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
         "round": barrier.round if barrier else None,
         "round_released_at": barrier.released_at if barrier else None,
         "last_aggregate": barrier.last if barrier else None,
-        "counter": fleet_total(zk, layout),
+        "counter": fleet_total(zk, layout, collection),
         "config": read_config(zk, layout),
         "devices": [
             {"node": r.node, "value": r.value, "age": round(now - r.taken_at, 3), "round": r.round}

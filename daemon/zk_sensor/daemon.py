@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
@@ -32,14 +32,17 @@ from .delivery import Courier, one_line
 from .election import Election, Office
 from .layout import Layout
 from .logs import setup_logging
-from .metrics import MetricsServer
 from .outbox import OutboxStats, encode_stats
-from .readings import collect_readings, encode_reading
+from .readings import Collection, Reading, collect_readings, decode_reading, encode_reading
+from .schedule import RoundClock
 from .sensors import Sensor, SensorError, open_sensor, take_reading
 from .settings import Settings, SettingsError, add_arguments, build_settings
 from .systemd import Systemd
 from .waker import Waker
 from .zk import ZK_ERRORS, Zk
+
+if TYPE_CHECKING:
+    from .metrics import MetricsServer
 
 log = logging.getLogger("zk_sensor")
 
@@ -66,7 +69,8 @@ class Node:
             {"sampling_period": settings.sampling_period, "api_url": settings.api_url}
         )
         self.election = Election(self.zk, self.layout, self.node_id, self._wake_election)
-        self.counter = ShardedCounter(self.zk, self.layout, self.node_id)
+        self.counter = ShardedCounter(self.zk, self.layout, self.node_id,
+                                      settings.counter_flush_every)
         self.courier = Courier(settings.http_timeout, settings.namespace, settings.api_token,
                                may_deliver=self.delivery_epoch,
                                api_url=lambda: self.config.api_url,
@@ -81,7 +85,7 @@ class Node:
         self.registered = False
         self.reading_published = False
         self.need_evaluate = False
-        self.counter_dirty = False
+        self.flush_counter_now = False
         self.retry_at = 0.0
         self.offline_since: float | None = time.monotonic()
 
@@ -95,7 +99,9 @@ class Node:
 
         self.office: Office | None = None
         self.lease_from = 0.0
-        self.round_deadline = 0.0
+        self.clock: RoundClock | None = None
+        self.round_work = 0.0
+        self.round_spread = 0.0
         self.devices: list[str] | None = None
         self.outbox: list[int] = []
         self.outbox_stats = OutboxStats()
@@ -179,7 +185,6 @@ class Node:
         if not self.connect():
             self.shutdown()
             return 0
-        self.courier.start()
         self.start_metrics()
         self.watches = [*watch_config(self.client, self.layout, self._on_config),
                         DataWatch(self.client, self.layout.barrier, self._on_barrier)]
@@ -195,6 +200,8 @@ class Node:
     def start_metrics(self) -> None:
         if not self.settings.metrics_port:
             return
+        from .metrics import MetricsServer
+
         self.metrics = MetricsServer(self.settings.metrics_host, self.settings.metrics_port,
                                      self.metric_samples)
         self.metrics.start()
@@ -221,6 +228,10 @@ class Node:
              self.delivered),
             ("zk_sensor_deliveries_refused_total", "counter", "Rounds the collector refused "
              "for good.", self.refused),
+            ("zk_sensor_round_work_seconds", "gauge", "Collection and commit of the last "
+             "round this node led.", self.round_work),
+            ("zk_sensor_round_slowest_device_seconds", "gauge", "Release to the last reading "
+             "of the last round this node led.", self.round_spread),
             ("zk_sensor_outbox_pending", "gauge", "Rounds waiting for the collector (leader).",
              len(self.outbox)),
             ("zk_sensor_outbox_dropped_total", "counter", "Rounds the fleet dropped from a "
@@ -248,11 +259,14 @@ class Node:
         return False
 
     def next_wakeup(self) -> float:
+        """Seconds the loop may sleep: only deadlines still ahead count, so a retry time
+        that already passed never turns the wait into a busy loop."""
         now = time.monotonic()
-        candidates = [MAX_IDLE, self.retry_at - now]
-        if self.leading:
-            candidates.append(self.round_deadline - now)
-        return max(0.0, min(candidates))
+        deadlines = [self.retry_at]
+        if self.leading and self.clock is not None:
+            deadlines.append(self.clock.next_close)
+        ahead = [deadline - now for deadline in deadlines if deadline > now]
+        return min([MAX_IDLE, *ahead])
 
     def drain_events(self) -> None:
         handlers: dict[str, Callable[..., None]] = {
@@ -281,6 +295,7 @@ class Node:
                 self.offline_since = time.monotonic()
             log.warning("ZooKeeper session lost; its ephemeral znodes are gone")
             self.step_down("session lost")
+            self.flush_counter_now = True
             self.election.forget()
             self.registered = False
             self.reading_published = False
@@ -297,10 +312,8 @@ class Node:
 
     def on_config_event(self, key: str, data: bytes | None) -> None:
         changed = self.config.apply(key, data)
-        if changed and key == "sampling_period" and self.leading:
-            self.round_deadline = min(
-                self.round_deadline, time.monotonic() + self.config.sampling_period
-            )
+        if changed and key == "sampling_period" and self.clock is not None:
+            self.clock.retime(self.config.sampling_period, time.monotonic())
 
     def on_barrier_event(self, data: bytes | None, stat: ZnodeStat | None) -> None:
         if stat is None:
@@ -351,16 +364,16 @@ class Node:
             self.measured_round is None or self.barrier.round > self.measured_round
         ):
             self.measure(self.barrier.round)
-        if self.counter_dirty:
+        if self.counter.flush_due or (self.flush_counter_now and self.counter.unflushed):
             self.counter.flush()
-            self.counter_dirty = False
+            self.flush_counter_now = False
         if self.office is not None and self.link_up:
             self.confirm_office()
         if self.leading and self.devices is None:
             self.refresh_devices()
         if self.leading and self.outcomes:
             self.forget_answered_rounds()
-        if self.leading and time.monotonic() >= self.round_deadline:
+        if self.leading and self.clock is not None and self.clock.due(time.monotonic()):
             self.run_round()
         self.recheck_stalled_barrier()
 
@@ -370,7 +383,7 @@ class Node:
         self.zk.create_if_missing(self.layout.epoch)
         self.zk.create_if_missing(self.layout.barrier, encode_barrier(BarrierState(round=0)))
         if self.counter.version is None:
-            self.counter.load()
+            self.counter.load(self.count_in_own_reading())
         ghosts = self.election.remove_ghosts()
         if ghosts:
             log.warning("removed election candidates left by a previous session: %s",
@@ -378,6 +391,18 @@ class Node:
         self.election.register()
         self.registered = True
         self.need_evaluate = True
+
+    def count_in_own_reading(self) -> int:
+        """The count a previous life of this node published, in case it died before
+        storing it in its shard (its reading lives until its session expires)."""
+        try:
+            data, _ = self.zk.get(self.layout.reading(self.node_id))
+        except NoNodeError:
+            return 0
+        try:
+            return decode_reading(self.node_id, data).count
+        except ValueError:
+            return 0
 
     def evaluate_leadership(self) -> None:
         first_in_line = self.election.evaluate()
@@ -397,7 +422,7 @@ class Node:
         inherited = outbox.load(self.zk, self.layout)
         self.office = office
         self.renew_lease(office.taken_at)
-        self.round_deadline = time.monotonic() + wait
+        self.clock = RoundClock(time.monotonic() + wait, period)
         self.outbox = [aggregate.round for aggregate in inherited.rounds]
         self.outbox_stats = inherited.stats
         answered = {round_number for round_number, _, _ in self.outcomes}
@@ -471,10 +496,9 @@ class Node:
                         round_number, self.skipped_readings, error)
             self.measured_round = round_number
             return
-        self.publish(encode_reading(value, time.time(), round_number))
+        self.publish(encode_reading(value, time.time(), round_number, self.counter.count + 1))
         self.measured_round = round_number
         self.counter.record_measurement()
-        self.counter_dirty = True
         log.debug("measured %.3f for round %d (measurement %d of this node)",
                   value, round_number, self.counter.count)
         if not self.ready:
@@ -514,6 +538,7 @@ class Node:
         assert self.office is not None and self.barrier is not None
         office, current = self.office, self.barrier
         sent_at = time.monotonic()
+        work_started = time.perf_counter()
         collection = collect_readings(self.zk, self.layout)
         readings = collection.for_round(current.round)
         result = aggregate(
@@ -534,10 +559,15 @@ class Node:
             return
         self.renew_lease(sent_at)
         self.rounds_led += 1
+        self.round_work = time.perf_counter() - work_started
+        self.round_spread = slowest_device(readings, current.released_at)
         self.accept_barrier(encode_barrier(released), outcome[1].version)
-        self.round_deadline = time.monotonic() + self.config.sampling_period
-        self.log_round(current.round, result, collection.garbage, collection.vanished,
-                       len(collection.readings) - len(readings))
+        self.log_round(current.round, result, collection, len(collection.readings) - len(readings))
+        assert self.clock is not None
+        missed = self.clock.advance(time.monotonic())
+        if missed:
+            log.warning("round %d took %.0f ms, past its slot: %d slot(s) of %.1f s skipped",
+                        current.round, self.round_work * 1000, missed, self.clock.period)
         self.outbox_stats = stats
         if dropped is not None:
             self.note_drop(dropped)
@@ -570,21 +600,26 @@ class Node:
             log.error("outbox full (%d rounds): dropping the oldest undelivered rounds, "
                       "starting with round %d", self.settings.outbox_limit, round_number)
 
-    def log_round(self, round_number: int, result: Aggregate | None, garbage: list[str],
-                  vanished: list[str], late: int) -> None:
+    def log_round(self, round_number: int, result: Aggregate | None, collection: Collection,
+                  late: int) -> None:
+        """One line per round; `slowest` is the last device's delay after the release, and
+        `leader` the collection and commit this round cost the leader."""
         notes = []
         if late:
             notes.append(f"{late} late")
-        if garbage:
-            notes.append(f"{len(garbage)} garbage skipped ({', '.join(garbage)})")
-        if vanished:
-            notes.append(f"{len(vanished)} vanished mid-read")
+        if collection.garbage:
+            notes.append(f"{len(collection.garbage)} garbage skipped "
+                         f"({', '.join(collection.garbage)})")
+        if collection.vanished:
+            notes.append(f"{len(collection.vanished)} vanished mid-read")
         suffix = f" [{'; '.join(notes)}]" if notes else ""
+        timing = f"slowest {self.round_spread:.2f} s, leader {self.round_work * 1000:.0f} ms"
         if result is None:
-            log.info("round %d: no readings%s", round_number, suffix)
+            log.info("round %d: no readings; %s%s", round_number, timing, suffix)
             return
-        log.info("round %d: mean %.2f over %d devices (min %.2f, max %.2f)%s",
-                 round_number, result.mean, result.count, result.min, result.max, suffix)
+        log.info("round %d: mean %.2f over %d devices (min %.2f, max %.2f); %s%s",
+                 round_number, result.mean, result.count, result.min, result.max, timing,
+                 suffix)
 
     def recheck_stalled_barrier(self) -> None:
         """A device never trusts one watch forever: if no release came for a while, it
@@ -634,7 +669,7 @@ class Node:
         if self.client.connected:
             try:
                 self.election.resign()
-                if self.counter_dirty:
+                if self.counter.unflushed:
                     self.counter.flush()
             except ZK_ERRORS as error:
                 log.warning("could not resign cleanly: %s", one_line(error))
@@ -648,6 +683,14 @@ class Node:
         self.sensor.close()
         self.waker.close()
         log.info("stopped; session closed")
+
+
+def slowest_device(readings: list[Reading], released_at: float) -> float:
+    """Seconds from a round's release to its last reading (wall clocks: the nodes' clocks
+    are assumed synchronised); 0 when unknown."""
+    if not readings or released_at <= 0:
+        return 0.0
+    return max(0.0, max(reading.taken_at for reading in readings) - released_at)
 
 
 def describe_change(before: list[str] | None, after: list[str]) -> str:

@@ -1,7 +1,9 @@
 """Readings: one ephemeral znode per device, and the leader's pipelined collection of them.
 
-A reading's payload is JSON: the value, when it was taken, and the round it belongs to,
-so the leader can tell this round's readings from those of a device that fell behind.
+A reading's payload is JSON: the value, when it was taken, the round it belongs to (so
+the leader can tell this round's readings from those of a device that fell behind), and
+the node's measurement count so far, which makes the reading the counter's freshest
+record (see counter.py) without a second write per round.
 """
 
 import json
@@ -19,10 +21,12 @@ class Reading:
     value: float
     taken_at: float
     round: int
+    count: int = 0
 
 
-def encode_reading(value: float, taken_at: float, round_number: int) -> bytes:
-    return json.dumps({"value": value, "taken_at": taken_at, "round": round_number}).encode()
+def encode_reading(value: float, taken_at: float, round_number: int, count: int) -> bytes:
+    return json.dumps({"value": value, "taken_at": taken_at, "round": round_number,
+                       "count": count}, separators=(",", ":")).encode()
 
 
 def decode_reading(node: str, data: bytes) -> Reading:
@@ -32,11 +36,13 @@ def decode_reading(node: str, data: bytes) -> Reading:
         value = float(payload["value"])
         taken_at = float(payload["taken_at"])
         round_number = int(payload["round"])
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+        count = max(int(payload.get("count", 0)), 0)
+    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
+            AttributeError, OverflowError) as error:
         raise ValueError(f"malformed reading payload: {error}") from None
     if not (math.isfinite(value) and math.isfinite(taken_at)):
         raise ValueError("reading is not a finite number")
-    return Reading(node=node, value=value, taken_at=taken_at, round=round_number)
+    return Reading(node=node, value=value, taken_at=taken_at, round=round_number, count=count)
 
 
 @dataclass

@@ -1,34 +1,34 @@
-"""How the daemon's loop sleeps and is woken: a self-pipe.
+"""How the daemon's loop sleeps and is woken: an eventfd.
 
 Both kazoo's threads and signal handlers must wake the loop. A threading.Event cannot be
 set from a signal handler safely: the handler runs on the main thread, possibly while
 that thread holds the Event's own lock inside wait() or clear(), and then deadlocks.
-Writing one byte to a non-blocking pipe is safe from anywhere.
+Writing to a non-blocking eventfd is safe from anywhere. The loop waits with poll, not
+select, so it also works where file descriptors go past 1024 (a swarm of nodes in one
+process).
 """
 
 import contextlib
+import math
 import os
 import select
 
 
 class Waker:
     def __init__(self) -> None:
-        self.read_fd, self.write_fd = os.pipe()
-        os.set_blocking(self.read_fd, False)
-        os.set_blocking(self.write_fd, False)
+        self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self.poller = select.poll()
+        self.poller.register(self.fd, select.POLLIN)
 
     def wake(self) -> None:
         with contextlib.suppress(BlockingIOError):
-            os.write(self.write_fd, b"\0")
+            os.eventfd_write(self.fd, 1)
 
     def wait(self, timeout: float) -> None:
         """Sleep until woken or `timeout` passes, and forget every pending wake-up."""
-        readable, _, _ = select.select([self.read_fd], [], [], max(0.0, timeout))
-        if readable:
+        if self.poller.poll(max(0, math.ceil(timeout * 1000))):
             with contextlib.suppress(BlockingIOError):
-                while os.read(self.read_fd, 4096):
-                    pass
+                os.eventfd_read(self.fd)
 
     def close(self) -> None:
-        os.close(self.read_fd)
-        os.close(self.write_fd)
+        os.close(self.fd)
