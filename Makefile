@@ -4,7 +4,8 @@
 #   make demo    a 3-server ZooKeeper ensemble, 3 daemons and zk-collector
 #   make test    ruff, then the whole test suite against real ZooKeeper servers
 #   make lint    ruff only
-#   make bench   the collector's throughput, memory and page load (bench/)
+#   make bench   the collector's throughput, memory and page load; the fleet's cost and
+#                scale: real daemons, the swarm, the seed's design (bench/)
 #   make lab     systemd-nspawn machines from ansible/inventory, provisioned by site.yml (root)
 #   make lab-down  stop and remove them (ansible/lab/lab.py)
 #   make clean   caches, build output and .demo/ (keeps .venv; `make distclean` drops it too)
@@ -68,8 +69,9 @@ test: venv zookeeper
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: venv
+bench: venv zookeeper
 	$(VENV_PY) bench/collector.py
+	$(VENV_PY) bench/fleet_cost.py
 
 lab: venv
 	$(VENV_PY) ansible/lab/lab.py up

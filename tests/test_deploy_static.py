@@ -5,6 +5,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from fleet import BIN
 
@@ -18,6 +19,11 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 def test_ansible_lint_production_profile_is_clean() -> None:
     result = run(str(BIN / "ansible-lint"), "--profile", "production", "--offline")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_zookeeper_defaults_do_not_cap_a_fleet_behind_one_address() -> None:
+    defaults = yaml.safe_load((REPO / "ansible/roles/zookeeper/defaults/main.yml").read_text())
+    assert defaults["zookeeper_max_client_cnxns"] == 0
 
 
 def test_playbook_syntax() -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
-from kazoo.protocol.states import KazooState, ZnodeStat
+from kazoo.protocol.states import KazooState
 from kazoo.recipe.watchers import DataWatch
 from kazoo.retry import KazooRetry
 
@@ -47,7 +47,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("zk_sensor")
 
 RETRY_AFTER_ERROR = 1.0
-MAX_IDLE = 1.0
+# The loop wakes for events and for its own deadlines (see next_wakeup); this is only a
+# safety net, so an idle follower wakes once a round instead of once a second.
+MAX_IDLE = 5.0
 CONNECT_BACKOFF_MAX = 5.0
 
 
@@ -93,6 +95,7 @@ class Node:
         self.barrier_version = -1
         self.barrier_changed_at = time.monotonic()
         self.barrier_warned = False
+        self.need_barrier_read = True
         self.measured_round: int | None = None
         self.ready = False
         self.skipped_readings = 0
@@ -129,8 +132,8 @@ class Node:
     def _on_config(self, key: str, data: bytes | None) -> None:
         self._post("config", key, data)
 
-    def _on_barrier(self, data: bytes | None, stat: ZnodeStat | None) -> None:
-        self._post("barrier", data, stat)
+    def _on_barrier_changed(self, _event: object) -> None:
+        self._post("barrier")
 
     def _on_devices_changed(self, _event: object) -> None:
         self._post("devices")
@@ -186,8 +189,7 @@ class Node:
             self.shutdown()
             return 0
         self.start_metrics()
-        self.watches = [*watch_config(self.client, self.layout, self._on_config),
-                        DataWatch(self.client, self.layout.barrier, self._on_barrier)]
+        self.watches = watch_config(self.client, self.layout, self._on_config)
         while not self.stopping:
             self.waker.wait(self.next_wakeup())
             self.drain_events()
@@ -262,7 +264,11 @@ class Node:
         """Seconds the loop may sleep: only deadlines still ahead count, so a retry time
         that already passed never turns the wait into a busy loop."""
         now = time.monotonic()
-        deadlines = [self.retry_at]
+        deadlines = [self.retry_at, self.barrier_changed_at + self.stalled_after]
+        if self.systemd.next_feed_due is not None:
+            deadlines.append(self.systemd.next_feed_due)
+        if self.office is not None:
+            deadlines.append(self.lease_from + self.lease_length / 3)
         if self.leading and self.clock is not None:
             deadlines.append(self.clock.next_close)
         ahead = [deadline - now for deadline in deadlines if deadline > now]
@@ -306,6 +312,7 @@ class Node:
                          time.monotonic() - self.offline_since, self.client.client_id[0])
                 self.offline_since = None
             self.need_evaluate = True
+            self.need_barrier_read = True
 
     def on_election_event(self) -> None:
         self.need_evaluate = True
@@ -315,9 +322,19 @@ class Node:
         if changed and key == "sampling_period" and self.clock is not None:
             self.clock.retime(self.config.sampling_period, time.monotonic())
 
-    def on_barrier_event(self, data: bytes | None, stat: ZnodeStat | None) -> None:
-        if stat is None:
+    def on_barrier_event(self) -> None:
+        self.need_barrier_read = True
+
+    def read_barrier(self) -> None:
+        """Read the barrier and watch it again, from the loop: kazoo's DataWatch would do
+        this read on kazoo's callback thread, one more thread hand-off per device-round."""
+        try:
+            data, stat = self.zk.get(self.layout.barrier, watch=self._on_barrier_changed)
+        except NoNodeError:
+            self.zk.exists(self.layout.barrier, watch=self._on_barrier_changed)
+            self.need_barrier_read = False
             return
+        self.need_barrier_read = False
         self.accept_barrier(data, stat.version)
 
     def accept_barrier(self, data: bytes | None, version: int) -> None:
@@ -358,6 +375,8 @@ class Node:
     def step_unguarded(self) -> None:
         if not self.registered:
             self.register()
+        if self.need_barrier_read:
+            self.read_barrier()
         if self.need_evaluate:
             self.evaluate_leadership()
         if self.barrier is not None and (
@@ -621,10 +640,14 @@ class Node:
                  round_number, result.mean, result.count, result.min, result.max, timing,
                  suffix)
 
+    @property
+    def stalled_after(self) -> float:
+        return max(3 * self.config.sampling_period, 2 * self.settings.session_timeout)
+
     def recheck_stalled_barrier(self) -> None:
         """A device never trusts one watch forever: if no release came for a while, it
         reads the barrier itself, in case a watch was lost across a connection blip."""
-        stalled_after = max(3 * self.config.sampling_period, 2 * self.settings.session_timeout)
+        stalled_after = self.stalled_after
         if time.monotonic() - self.barrier_changed_at < stalled_after:
             return
         data, stat = self.zk.get(self.layout.barrier)

@@ -29,6 +29,13 @@ class Systemd:
             self.last_status = text
             self._send(f"STATUS={text}")
 
+    @property
+    def next_feed_due(self) -> float | None:
+        """When the loop must next wake to feed the watchdog (monotonic), if there is one."""
+        if self.watchdog_interval is None:
+            return None
+        return self.last_fed + self.watchdog_interval
+
     def feed_watchdog(self) -> None:
         """At most once per half watchdog period, as systemd recommends."""
         if self.watchdog_interval is None:
