@@ -302,6 +302,7 @@ class Node:
             log.warning("ZooKeeper session lost; its ephemeral znodes are gone")
             self.step_down("session lost")
             self.flush_counter_now = True
+            self.measured_round = None
             self.election.forget()
             self.registered = False
             self.reading_published = False
