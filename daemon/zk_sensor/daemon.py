@@ -85,6 +85,8 @@ class Node:
         self.watches: list[DataWatch] = []
 
         self.registered = False
+        self.namespace_ready = False
+        self.ghosts_removed = False
         self.reading_published = False
         self.need_evaluate = False
         self.flush_counter_now = False
@@ -398,19 +400,34 @@ class Node:
         self.recheck_stalled_barrier()
 
     def register(self) -> None:
+        """Stand as a candidate. The namespace check and the search for ghosts of a
+        previous process are done once per process: after a session expiry (which takes
+        every node of a fleet at once) a node re-registers with one write, not seven
+        reads and a listing more."""
+        if not self.namespace_ready:
+            self.prepare_namespace()
+        if self.counter.version is None:
+            self.counter.load(self.count_in_own_reading())
+        if not self.ghosts_removed:
+            ghosts = self.election.remove_ghosts()
+            if ghosts:
+                log.warning("removed election candidates left by a previous session: %s",
+                            ", ".join(ghosts))
+            self.ghosts_removed = True
+        try:
+            self.election.register()
+        except NoNodeError:
+            self.namespace_ready = False
+            raise
+        self.registered = True
+        self.need_evaluate = True
+
+    def prepare_namespace(self) -> None:
         for path in self.layout.persistent_dirs():
             self.zk.ensure_path(path)
         self.zk.create_if_missing(self.layout.epoch)
         self.zk.create_if_missing(self.layout.barrier, encode_barrier(BarrierState(round=0)))
-        if self.counter.version is None:
-            self.counter.load(self.count_in_own_reading())
-        ghosts = self.election.remove_ghosts()
-        if ghosts:
-            log.warning("removed election candidates left by a previous session: %s",
-                        ", ".join(ghosts))
-        self.election.register()
-        self.registered = True
-        self.need_evaluate = True
+        self.namespace_ready = True
 
     def count_in_own_reading(self) -> int:
         """The count a previous life of this node published, in case it died before
