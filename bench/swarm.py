@@ -10,6 +10,8 @@ watches, registration), one per device, each with its own ZooKeeper session, exa
   sockets, queues, locks and waits cooperate. With real threads, 1,200 of them for 300
   nodes spent most of their time handing the GIL around and calls missed their
   deadlines; greenlets switch for about a microsecond;
+- kazoo's connection loop waits for its socket through `hub_select` below instead of a
+  selector built for every wait (which on gevent was most of a node's CPU);
 - all nodes share one core, so a release reaches the last of N nodes after N times a
   node's work (pessimistic: real devices react in parallel);
 - the sensor is a plain random number (75..85) instead of gpiozero's simulated MCP3008,
