@@ -15,7 +15,7 @@ from typing import Protocol
 
 from gpiozero import MCP3008, Device, DiskUsage, LoadAverage
 from gpiozero.pins import Factory
-from gpiozero.pins.mock import MockFactory, MockSPIDevice
+from gpiozero.pins.mock import MockFactory, MockPin, MockSPIDevice
 
 from .settings import Settings
 
@@ -41,6 +41,15 @@ class Sensor(Protocol):
 def use_pin_factory(factory: Factory) -> Factory:
     Device.pin_factory = factory
     return factory
+
+
+def forget_pin_history(factory: Factory) -> None:
+    """gpiozero's mock pins record every state change (for test assertions): a
+    bit-banged conversion is about fifty changes, 6 KB a reading, so a long-running node
+    would grow without bound. Only the current state is kept."""
+    for pin in getattr(factory, "pins", {}).values():
+        if isinstance(pin, MockPin):
+            pin.clear_states()
 
 
 class SimulatedMCP3008(MockSPIDevice):
@@ -80,7 +89,10 @@ class SimulatedSensor:
         self.adc = MCP3008(channel=0, **SPI_PINS, pin_factory=self.factory)
 
     def read(self) -> float:
-        return SIMULATED_LOW + self.adc.value * (SIMULATED_HIGH - SIMULATED_LOW)
+        try:
+            return SIMULATED_LOW + self.adc.value * (SIMULATED_HIGH - SIMULATED_LOW)
+        finally:
+            forget_pin_history(self.factory)
 
     def close(self) -> None:
         self.adc.close()
@@ -108,7 +120,10 @@ class Mcp3008Sensor:
         self.offset = offset
 
     def read(self) -> float:
-        return self.adc.value * self.scale + self.offset
+        try:
+            return self.adc.value * self.scale + self.offset
+        finally:
+            forget_pin_history(self.factory)
 
     def close(self) -> None:
         self.adc.close()
