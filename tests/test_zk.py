@@ -2,6 +2,8 @@
 
 from kazoo.client import KazooClient
 
+from zk_sensor.election import Election, candidate_prefix
+from zk_sensor.layout import Layout
 from zk_sensor.zk import MULTI_READ_BATCH, Zk
 
 
@@ -35,3 +37,21 @@ def test_create_if_missing_writes_nothing_when_the_znode_exists(
     second = client.exists(client.create(f"{zk_namespace}/m2")).czxid
     assert second == first + 1, "only the marker may have written"
     assert client.get(f"{zk_namespace}/x")[1] == before
+
+
+def test_registration_adopts_its_own_landed_candidate_and_removes_a_ghost(
+    zk_hosts: str, zk_namespace: str, make_zk
+) -> None:
+    """A candidate create whose reply was lost (it landed under this session) is adopted,
+    not duplicated; one left by another session under our id is removed."""
+    client: KazooClient = make_zk(zk_hosts)
+    previous_life: KazooClient = make_zk(zk_hosts)
+    layout = Layout(zk_namespace)
+    client.ensure_path(layout.election)
+    prefix = f"{layout.election}/{candidate_prefix('a')}"
+    ghost = previous_life.create(prefix, b"a", ephemeral=True, sequence=True)
+    landed = client.create(prefix, b"a", ephemeral=True, sequence=True)
+    election = Election(Zk(client, deadline=5.0), layout, "a", lambda: None)
+    assert election.register() == [ghost]
+    assert client.get_children(layout.election) == [landed.rsplit("/", 1)[-1]]
+    assert election.candidate == landed.rsplit("/", 1)[-1]

@@ -17,6 +17,7 @@ so no measurement is lost or counted twice.
 """
 
 from kazoo.exceptions import BadVersionError, NoNodeError
+from kazoo.protocol.states import ZnodeStat
 
 from .layout import Layout
 from .readings import Collection
@@ -44,11 +45,7 @@ class ShardedCounter:
     def load(self, published: int = 0) -> int:
         """Start from what this node counted in earlier lives: its shard, or the count in
         a reading its previous session left behind (a restart after a crash), if higher."""
-        try:
-            data, stat = self.zk.get(self.path)
-        except NoNodeError:
-            self.zk.create_if_missing(self.path, b"0")
-            data, stat = self.zk.get(self.path)
+        data, stat = self._read_shard()
         self.stored, self.version = parse_count(data), stat.version
         self.count = max(self.count, self.stored, published)
         return self.count
@@ -80,9 +77,12 @@ class ShardedCounter:
         self.version, self.stored = stat.version, count
 
     def _refresh_version(self) -> None:
+        self.version = self._read_shard()[1].version
+
+    def _read_shard(self) -> tuple[bytes, ZnodeStat]:
+        """The shard, created empty first if this node never counted."""
         self.zk.create_if_missing(self.path, b"0")
-        _, stat = self.zk.get(self.path)
-        self.version = stat.version
+        return self.zk.get(self.path)
 
 
 def fleet_total(zk: Zk, layout: Layout, readings: Collection) -> int:

@@ -86,7 +86,6 @@ class Node:
 
         self.registered = False
         self.namespace_ready = False
-        self.ghosts_removed = False
         self.reading_published = False
         self.need_evaluate = False
         self.flush_counter_now = False
@@ -396,29 +395,25 @@ class Node:
         if self.leading and self.outcomes:
             self.forget_answered_rounds()
         if self.leading and self.clock is not None and self.clock.due(time.monotonic()):
-            self.run_round()
+            self.run_round(self.clock)
         self.recheck_stalled_barrier()
 
     def register(self) -> None:
-        """Stand as a candidate. The namespace check and the search for ghosts of a
-        previous process are done once per process: after a session expiry (which takes
-        every node of a fleet at once) a node re-registers with one write, not seven
-        reads and a listing more."""
+        """Stand as a candidate. The namespace is checked once per process: after a
+        session expiry (which takes every node of a fleet at once) a node re-registers
+        with a listing, a read per candidate of its own and one write."""
         if not self.namespace_ready:
             self.prepare_namespace()
         if self.counter.version is None:
             self.counter.load(self.count_in_own_reading())
-        if not self.ghosts_removed:
-            ghosts = self.election.remove_ghosts()
-            if ghosts:
-                log.warning("removed election candidates left by a previous session: %s",
-                            ", ".join(ghosts))
-            self.ghosts_removed = True
         try:
-            self.election.register()
+            ghosts = self.election.register()
         except NoNodeError:
             self.namespace_ready = False
             raise
+        if ghosts:
+            log.warning("removed election candidates left by a previous session: %s",
+                        ", ".join(ghosts))
         self.registered = True
         self.need_evaluate = True
 
@@ -571,7 +566,7 @@ class Node:
                 self.zk.delete(path, version=stat.version)
         self.zk.create(path, payload, ephemeral=True)
 
-    def run_round(self) -> None:
+    def run_round(self, clock: RoundClock) -> None:
         assert self.office is not None and self.barrier is not None
         office, current = self.office, self.barrier
         sent_at = time.monotonic()
@@ -600,11 +595,10 @@ class Node:
         self.round_spread = slowest_device(readings, current.released_at)
         self.accept_barrier(encode_barrier(released), outcome[1].version)
         self.log_round(current.round, result, collection, len(collection.readings) - len(readings))
-        assert self.clock is not None
-        missed = self.clock.advance(time.monotonic())
+        missed = clock.advance(time.monotonic())
         if missed:
             log.warning("round %d took %.0f ms, past its slot: %d slot(s) of %.1f s skipped",
-                        current.round, self.round_work * 1000, missed, self.clock.period)
+                        current.round, self.round_work * 1000, missed, clock.period)
         self.outbox_stats = stats
         if dropped is not None:
             self.note_drop(dropped)

@@ -61,31 +61,39 @@ class Election:
     def _watch(self, _event: object) -> None:
         self.on_change()
 
-    def register(self) -> None:
-        """Stand as a candidate, first removing any candidate of ours left by a dead session."""
-        self.remove_ghosts()
-        path = self.zk.create(
-            f"{self.layout.election}/{candidate_prefix(self.node_id)}", self.node_id.encode(),
-            ephemeral=True, sequence=True,
-        )
-        self.candidate = path.rsplit("/", 1)[-1]
+    def register(self) -> list[str]:
+        """Stand as a candidate; returns the ghost candidates removed on the way.
 
-    def remove_ghosts(self) -> list[str]:
-        """Our node id on a candidate owned by another session: a previous life of ours,
-        restarted within the session timeout. Left alone it would be leader in our name
-        until its session expires, and nobody would act."""
+        One listing finds the candidates named after us. One held by this very session is
+        a create whose reply was lost (a timeout: the outcome was unknown, and it landed):
+        it is adopted, not duplicated, so no orphan ever stands first in line for nobody.
+        One held by another session is a previous life of ours, restarted within the
+        session timeout: left alone it would lead in our name until its session expires,
+        and nobody would act, so it is removed.
+        """
         session_id = self.zk.client.client_id[0] if self.zk.client.client_id else None
-        ours = [name for name in self.zk.children(self.layout.election)
-                if is_candidate_of(name, self.node_id)]
+        ours = sorted((name for name in self.zk.children(self.layout.election)
+                       if is_candidate_of(name, self.node_id)), key=sequence_of)
+        self.candidate = None
         ghosts = []
         for name in ours:
             path = f"{self.layout.election}/{name}"
             stat = self.zk.exists(path)
-            if stat is None or stat.ephemeralOwner == session_id:
+            if stat is None:
+                continue
+            if stat.ephemeralOwner == session_id and self.candidate is None:
+                self.candidate = name
                 continue
             with contextlib.suppress(NoNodeError):
                 self.zk.delete(path, version=stat.version)
-                ghosts.append(path)
+                if stat.ephemeralOwner != session_id:
+                    ghosts.append(path)
+        if self.candidate is None:
+            path = self.zk.create(
+                f"{self.layout.election}/{candidate_prefix(self.node_id)}",
+                self.node_id.encode(), ephemeral=True, sequence=True,
+            )
+            self.candidate = path.rsplit("/", 1)[-1]
         return ghosts
 
     def evaluate(self) -> bool:
