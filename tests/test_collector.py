@@ -38,9 +38,12 @@ def stored(collector: CollectorProcess) -> list[dict[str, Any]]:
     return body["rounds"]
 
 
-def a_round(number: int, epoch: int = 1, mean: float = 80.0) -> dict[str, Any]:
-    return {"mean": mean, "count": 3, "min": mean - 2, "max": mean + 2, "round": number,
-            "epoch": epoch, "leader": "2", "time": 1_800_000_000.0 + number, "fleet": "/f"}
+def a_round(number: int, epoch: int = 1, mean: float = 80.0,
+            incarnation: str | None = None) -> dict[str, Any]:
+    """A daemon's JSON round; without `incarnation`, as an older daemon sends it."""
+    payload = {"mean": mean, "count": 3, "min": mean - 2, "max": mean + 2, "round": number,
+               "epoch": epoch, "leader": "2", "time": 1_800_000_000.0 + number, "fleet": "/f"}
+    return payload if incarnation is None else {**payload, "incarnation": incarnation}
 
 
 def test_seed_endpoint_stores_dato(collector: CollectorProcess) -> None:
@@ -73,10 +76,29 @@ BAD_INPUTS = [
     ("/nuevo?dato=nan", None, "application/json", 400),
     ("/nuevo?dato=inf", None, "application/json", 400),
     ("/nuevo", None, "application/json", 400),
+    ("/nuevo?dato=1&round=3", None, "application/json", 400),
+    ("/nuevo?dato=1&epoch=3", None, "application/json", 400),
+    ("/nuevo?dato=1&fleet=/f&incarnation=abc", None, "application/json", 400),
+    ("/nuevo?dato=1&round=-1&epoch=1", None, "application/json", 400),
+    ("/nuevo?dato=1&round=%2B1&epoch=1", None, "application/json", 400),
+    ("/nuevo?dato=1&round=1.0&epoch=1", None, "application/json", 400),
+    ("/nuevo?dato=1&round=1&epoch=", None, "application/json", 400),
+    ("/nuevo?dato=1&round=9223372036854775808&epoch=1", None, "application/json", 400),
+    ("/nuevo?dato=1&round=1&epoch=1&fleet=", None, "application/json", 400),
+    ("/nuevo?dato=1&round=1&epoch=1&incarnation=a%20b", None, "application/json", 400),
+    ("/nuevo?dato=x&round=1&epoch=1", None, "application/json", 400),
     ("/api/rounds", b"{not json", "application/json", 400),
+    ("/api/rounds", b'{"mean": "\xff"}', "application/json", 400),
     ("/api/rounds", json.dumps({"round": 1, "epoch": 1}).encode(), "application/json", 400),
     ("/api/rounds", json.dumps({**a_round(1), "mean": "NaN"}).encode(), "application/json", 400),
     ("/api/rounds", json.dumps({**a_round(1), "round": -1}).encode(), "application/json", 400),
+    ("/api/rounds", json.dumps({**a_round(1), "round": 2**63}).encode(), "application/json",
+     400),
+    ("/api/rounds", json.dumps(a_round(1, incarnation="x" * 65)).encode(), "application/json",
+     400),
+    ("/api/rounds", json.dumps(a_round(1, incarnation="a/b")).encode(), "application/json", 400),
+    ("/api/rounds", json.dumps({**a_round(1), "incarnation": 7}).encode(), "application/json",
+     400),
     ("/api/rounds", json.dumps([1, 2]).encode(), "application/json", 400),
     ("/api/rounds", json.dumps(a_round(1)).encode(), "text/plain", 415),
     ("/api/rounds", b'{"mean": 1, "pad": "' + b"x" * 20000 + b'"}', "application/json", 413),
@@ -139,6 +161,7 @@ def test_health_metrics_and_summary(collector: CollectorProcess) -> None:
     assert 'zk_collector_deliveries_total{outcome="refused"} 1' in text
     assert "zk_collector_rounds 1" in text and "zk_collector_last_mean 80.0" in text
     status, summary = call(collector.url("/api/summary"))
-    assert summary["rounds"] == 1 and summary["epochs"] == {"/f": 1} and summary["host"]
+    assert summary["rounds"] == 1 and summary["host"]
+    assert summary["epochs"] == [{"fleet": "/f", "incarnation": None, "epoch": 1}]
     assert call(collector.url("/nope"))[0] == 404
     assert call(collector.url("/api/rounds"), "DELETE")[0] == 405

@@ -5,6 +5,7 @@ import html
 import re
 import shutil
 import subprocess
+import uuid
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,16 @@ def chromium(url: str, profile: Path, *extra: str) -> str:
     return result.stdout
 
 
-def cells(dom: str) -> list[list[str]]:
+def table(dom: str) -> list[tuple[str, list[str]]]:
+    """Every row of the table's body: its attributes and the text of its cells."""
     body = dom.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
-    return [[html.unescape(c) for c in re.findall(r"<td>(.*?)</td>", row)]
-            for row in re.findall(r"<tr>(.*?)</tr>", body)]
+    return [(attrs, [html.unescape(c) for c in re.findall(r"<td[^>]*>(.*?)</td>", row)])
+            for attrs, row in re.findall(r"<tr([^>]*)>(.*?)</tr>", body)]
+
+
+def cells(dom: str) -> list[list[str]]:
+    """The rounds' rows, without the marker rows."""
+    return [row for attrs, row in table(dom) if not attrs]
 
 
 def test_page_shows_chart_and_table(collector: CollectorProcess, tmp_path: Path) -> None:
@@ -44,7 +51,7 @@ def test_page_shows_chart_and_table(collector: CollectorProcess, tmp_path: Path)
     rows = cells(dom)
     assert [row[1] for row in rows] == ["5", "4", "3", "2", "1"]
     assert [row[2] for row in rows] == [f"{m:.2f}" for m in reversed(means)]
-    assert rows[0][3:] == ["79.50", "83.50", "3", "2", "2"]
+    assert rows[0][3:] == ["79.50", "83.50", "3", "2", "2", "-"]
     line = re.search(r'<polyline id="mean-line"[^>]*data-count="(\d+)"[^>]*points="([^"]+)"',
                      dom)
     assert line and line.group(1) == "5" and len(line.group(2).split()) == 5
@@ -53,6 +60,30 @@ def test_page_shows_chart_and_table(collector: CollectorProcess, tmp_path: Path)
 
     OUTPUT.mkdir(exist_ok=True)
     shot = OUTPUT / "collector-page.png"
+    chromium(collector.url("/"), tmp_path / "profile2", f"--screenshot={shot}")
+    assert shot.stat().st_size > 10_000
+
+
+def test_page_marks_a_new_fleet_incarnation(collector: CollectorProcess,
+                                            tmp_path: Path) -> None:
+    """The namespace was rebuilt: rounds 1-2 again, epoch 1 again, under a new id."""
+    old, new = uuid.uuid4().hex, uuid.uuid4().hex
+    for number in (1, 2, 3):
+        assert post_round(collector, a_round(number, epoch=7, incarnation=old))[0] == 201
+    for number in (1, 2):
+        assert post_round(collector, a_round(number, epoch=1, incarnation=new))[0] == 201
+    dom = chromium(collector.url("/"), tmp_path / "profile", "--dump-dom")
+    assert 'data-loaded="yes"' in dom
+    shown = [(row[1], row[8]) if not attrs else row[0] for attrs, row in table(dom)]
+    assert shown == [("2", new[:8]), ("1", new[:8]), f"new fleet incarnation {new[:8]}",
+                     ("3", old[:8]), ("2", old[:8]), ("1", old[:8])]
+    assert f'<td title="{new}">{new[:8]}</td>' in dom
+    assert len(re.findall(r'<tr class="incarnation-change">', dom)) == 1
+    changes = re.findall(r'<line class="incarnation-change" data-incarnation="(\w+)"', dom)
+    assert changes == [new]
+
+    OUTPUT.mkdir(exist_ok=True)
+    shot = OUTPUT / "collector-page-incarnation.png"
     chromium(collector.url("/"), tmp_path / "profile2", f"--screenshot={shot}")
     assert shot.stat().st_size > 10_000
 

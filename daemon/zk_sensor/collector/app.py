@@ -1,6 +1,8 @@
 """The collector's HTTP interface as a plain WSGI application.
 
 Writes: the seed's `GET /nuevo?dato=<mean>` and the daemon's `POST /api/rounds` (JSON).
+A write keyed by (fleet, incarnation, round) is stored once however often it is sent; the
+seed's endpoint is keyed only when it is given `round` (and `epoch`), as newer daemons do.
 Reads: `/` (the page), `/api/rounds`, `/api/summary`, `/healthz`, `/metrics`.
 Every refusal is a 4xx with a one-line JSON `error`, and stores nothing.
 """
@@ -8,6 +10,7 @@ Every refusal is a 4xx with a one-line JSON `error`, and stores nothing.
 import hmac
 import json
 import math
+import re
 import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -20,6 +23,10 @@ from .store import Outcome, Round, Store
 
 MAX_BODY = 16 * 1024
 MAX_LIMIT = 1000
+MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER: a larger one would fail the insert
+INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DIGITS = re.compile(r"[0-9]{1,19}")
+SEED_KEY = ("round", "epoch", "fleet", "incarnation")
 StartResponse = Callable[..., Any]
 
 
@@ -58,14 +65,30 @@ def finite(value: Any, name: str) -> float:
 
 
 def whole(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise Refused("400 Bad Request", f"{name} must be an integer >= {minimum}")
+    in_range = isinstance(value, int) and minimum <= value <= MAX_INTEGER
+    if isinstance(value, bool) or not in_range:
+        raise Refused("400 Bad Request", f"{name} must be an integer from {minimum} to 2^63-1")
     return value
+
+
+def whole_param(value: str, name: str) -> int:
+    """A query parameter's integer >= 0, in plain ASCII digits (int() would also take
+    signs, spaces, underscores and other scripts' digits)."""
+    if not DIGITS.fullmatch(value):
+        raise Refused("400 Bad Request", f"{name} must be an integer from 0 to 2^63-1")
+    return whole(int(value), name, 0)
 
 
 def text(value: Any, name: str, limit: int) -> str:
     if not isinstance(value, str) or not 0 < len(value) <= limit:
         raise Refused("400 Bad Request", f"{name} must be a string of 1-{limit} characters")
+    return value
+
+
+def incarnation(value: Any) -> str:
+    if not isinstance(value, str) or not INCARNATION.fullmatch(value):
+        raise Refused("400 Bad Request",
+                      "incarnation must be 1-64 characters of A-Z, a-z, 0-9, '_' and '-'")
     return value
 
 
@@ -76,7 +99,7 @@ def round_from_json(payload: Any) -> Round:
         if name not in payload:
             raise Refused("400 Bad Request", f"missing field {name!r}")
     optional = {name: payload.get(name) for name in ("count", "min", "max", "time", "leader",
-                                                      "fleet")}
+                                                      "fleet", "incarnation")}
     return Round(
         mean=finite(payload["mean"], "mean"),
         source="json",
@@ -88,6 +111,35 @@ def round_from_json(payload: Any) -> Round:
         measured_at=None if optional["time"] is None else finite(optional["time"], "time"),
         leader=None if optional["leader"] is None else text(optional["leader"], "leader", 64),
         fleet=None if optional["fleet"] is None else text(optional["fleet"], "fleet", 200),
+        incarnation=None if optional["incarnation"] is None else incarnation(
+            optional["incarnation"]),
+    )
+
+
+def round_from_query(query: dict[str, list[str]]) -> Round:
+    """The seed's `dato`, and the delivery key a newer daemon adds to it.
+
+    With `round` and `epoch` the call is de-duplicated and fenced like a JSON round;
+    with neither, it is the seed's keyless call. Any other mix is refused: a sender that
+    believes its call is keyed must not be stored at least once without knowing.
+    """
+    values = query.get("dato")
+    if not values:
+        raise Refused("400 Bad Request", "missing query parameter 'dato'")
+    mean = finite(values[0], "dato")
+    given = {name: query[name][0] for name in SEED_KEY if name in query}
+    if not given:
+        return Round(mean=mean, source="nuevo")
+    if "round" not in given or "epoch" not in given:
+        raise Refused("400 Bad Request", "a delivery key needs both 'round' and 'epoch' "
+                      f"(given: {', '.join(given)})")
+    return Round(
+        mean=mean,
+        source="nuevo",
+        round=whole_param(given["round"], "round"),
+        epoch=whole_param(given["epoch"], "epoch"),
+        fleet=text(given["fleet"], "fleet", 200) if "fleet" in given else None,
+        incarnation=incarnation(given["incarnation"]) if "incarnation" in given else None,
     )
 
 
@@ -150,10 +202,7 @@ class Collector:
     def seed_delivery(self, environ: dict[str, Any]) -> Reply:
         self.authorize(environ)
         query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
-        values = query.get("dato")
-        if not values:
-            raise Refused("400 Bad Request", "missing query parameter 'dato'")
-        return self.record(Round(mean=finite(values[0], "dato"), source="nuevo"))
+        return self.record(round_from_query(query))
 
     def json_delivery(self, environ: dict[str, Any]) -> Reply:
         self.authorize(environ)
@@ -169,7 +218,9 @@ class Collector:
         raw = environ["wsgi.input"].read(length)
         try:
             payload = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        except UnicodeDecodeError:
+            raise Refused("400 Bad Request", "malformed JSON: not UTF-8") from None
+        except json.JSONDecodeError as error:
             raise Refused("400 Bad Request", f"malformed JSON: {error.msg}") from None
         return self.record(round_from_json(payload))
 

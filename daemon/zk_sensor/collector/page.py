@@ -1,5 +1,9 @@
 """The collector's page: one self-contained HTML file, no external assets (fleets run
-offline). It fetches only the newest rounds, so it stays quick however many are stored."""
+offline). It fetches only the newest rounds, so it stays quick however many are stored.
+
+Each round shows its fleet incarnation (8 characters, the full id on hover), and where a
+fleet's incarnation changes the table has a marker row and the chart a dashed line: the
+namespace was rebuilt, and round numbers and epochs started again from 0."""
 
 import html
 
@@ -31,6 +35,8 @@ PAGE = """<!doctype html>
   th, td { padding: 6px 10px; text-align: right; border-bottom: 1px solid #eef0f3; }
   th:first-child, td:first-child { text-align: left; }
   th { background: #f0f2f5; font-weight: 600; }
+  tr.incarnation-change td { text-align: left; background: #fff4e0; color: #8a4b00;
+                             font-weight: 600; }
 </style>
 </head>
 <body>
@@ -48,7 +54,7 @@ PAGE = """<!doctype html>
      aria-label="mean over time"></svg>
 <table id="rounds">
   <thead><tr><th>received</th><th>round</th><th>mean</th><th>min</th><th>max</th>
-  <th>devices</th><th>leader</th><th>epoch</th></tr></thead>
+  <th>devices</th><th>leader</th><th>epoch</th><th>incarnation</th></tr></thead>
   <tbody></tbody>
 </table>
 <script>
@@ -57,6 +63,19 @@ const CHART_ROUNDS = __CHART__, TABLE_ROUNDS = __TABLE__, REFRESH_MS = __REFRESH
 const SVG = "http://www.w3.org/2000/svg";
 const fmt = (v) => (v === null || v === undefined) ? "-" : Number(v).toFixed(2);
 const when = (t) => new Date(t * 1000).toLocaleString();
+const short = (id) => id ? id.slice(0, 8) : "-";
+
+// Ids of the rounds that start a new incarnation of their fleet: the fleet's previous
+// keyed round among those fetched carries another one (keyless seed rows have none).
+function incarnationStarts(rounds) {
+  const previous = new Map(), starts = new Set();
+  for (const r of rounds.slice().reverse().filter(r => r.round !== null)) {
+    const fleet = r.fleet ?? "", incarnation = r.incarnation ?? null;
+    if (previous.has(fleet) && previous.get(fleet) !== incarnation) starts.add(r.id);
+    previous.set(fleet, incarnation);
+  }
+  return starts;
+}
 
 function el(name, attrs, text) {
   const node = document.createElementNS(SVG, name);
@@ -65,7 +84,7 @@ function el(name, attrs, text) {
   return node;
 }
 
-function drawChart(rounds) {
+function drawChart(rounds, starts) {
   const svg = document.getElementById("chart");
   svg.replaceChildren();
   const points = rounds.slice().reverse();
@@ -94,24 +113,53 @@ function drawChart(rounds) {
   svg.append(el("polyline", {id: "mean-line", fill: "none", stroke: "var(--line)",
                              "stroke-width": 2, "data-count": points.length,
                              points: points.map((p, i) => `${x(i)},${y(p.mean)}`).join(" ")}));
+  points.forEach((p, i) => {
+    if (!starts.has(p.id)) return;
+    const at = (x(i - 1) + x(i)) / 2;
+    svg.append(el("line", {class: "incarnation-change", "data-incarnation": p.incarnation ?? "",
+                           x1: at, x2: at, y1: top, y2: bottom, stroke: "#d97706",
+                           "stroke-dasharray": "4 3"}));
+    svg.append(el("text", {x: at + 4, y: top + 12, "font-size": 12, fill: "#8a4b00"},
+                  `new incarnation ${short(p.incarnation)}`));
+  });
   svg.append(el("text", {x: left, y: 272, "font-size": 12, fill: "#6b7380"},
                 when(points[0].received_at)));
   svg.append(el("text", {x: right, y: 272, "font-size": 12, fill: "#6b7380",
                          "text-anchor": "end"}, when(points[points.length - 1].received_at)));
 }
 
-function drawTable(rounds) {
+function cell(text, title) {
+  const node = document.createElement("td");
+  node.textContent = text;
+  if (title) node.title = title;
+  return node;
+}
+
+function roundRow(r) {
+  const row = document.createElement("tr");
+  for (const value of [when(r.received_at), r.round ?? "-", fmt(r.mean), fmt(r.min),
+                       fmt(r.max), r.count ?? "-", r.leader ?? "-", r.epoch ?? "-"]) {
+    row.append(cell(value));
+  }
+  row.append(cell(short(r.incarnation), r.incarnation));
+  return row;
+}
+
+// Newest first, so the marker sits below the first round of the new incarnation.
+function markerRow(r) {
+  const row = document.createElement("tr");
+  row.className = "incarnation-change";
+  const marker = cell(`new fleet incarnation ${short(r.incarnation)}`,
+                      `fleet ${r.fleet ?? "-"}, incarnation ${r.incarnation ?? "none"}`);
+  marker.colSpan = 9;
+  row.append(marker);
+  return row;
+}
+
+function drawTable(rounds, starts) {
   const body = document.querySelector("#rounds tbody");
-  body.replaceChildren(...rounds.slice(0, TABLE_ROUNDS).map((r) => {
-    const row = document.createElement("tr");
-    for (const value of [when(r.received_at), r.round ?? "-", fmt(r.mean), fmt(r.min),
-                         fmt(r.max), r.count ?? "-", r.leader ?? "-", r.epoch ?? "-"]) {
-      const cell = document.createElement("td");
-      cell.textContent = value;
-      row.append(cell);
-    }
-    return row;
-  }));
+  body.replaceChildren(...rounds.slice(0, TABLE_ROUNDS).flatMap(
+    (r) => starts.has(r.id) ? [roundRow(r), markerRow(r)] : [roundRow(r)]));
 }
 
 async function refresh() {
@@ -120,8 +168,9 @@ async function refresh() {
       fetch(`api/rounds?limit=${CHART_ROUNDS}`).then(r => r.json()),
       fetch("api/summary").then(r => r.json()),
     ]);
-    drawChart(list.rounds);
-    drawTable(list.rounds);
+    const starts = incarnationStarts(list.rounds);
+    drawChart(list.rounds, starts);
+    drawTable(list.rounds, starts);
     const last = list.rounds[0];
     document.getElementById("last-mean").textContent = last ? fmt(last.mean) : "-";
     document.getElementById("last-round").textContent = last ? (last.round ?? "-") : "-";

@@ -1,5 +1,9 @@
 """Rounds kept in SQLite (WAL): one row per round key, fenced by the leader epoch.
 
+A round's key is (fleet, incarnation, round) and its fence is per (fleet, incarnation),
+so a rebuilt namespace, whose rounds and epochs restart at 0, is neither mistaken for
+duplicates nor refused as stale (see schema.py).
+
 Each write is its own transaction with synchronous=FULL, so once a delivery is
 acknowledged it survives a crash of the collector and a power cut of its machine; the
 rate is one delivery per period per fleet, so the fsync is affordable (see bench/).
@@ -13,30 +17,14 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS rounds (
-    id INTEGER PRIMARY KEY,
-    fleet TEXT,
-    round INTEGER,
-    epoch INTEGER,
-    leader TEXT,
-    mean REAL NOT NULL,
-    count INTEGER,
-    min REAL,
-    max REAL,
-    measured_at REAL,
-    received_at REAL NOT NULL,
-    source TEXT NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS rounds_key ON rounds (fleet, round) WHERE round IS NOT NULL;
-CREATE TABLE IF NOT EXISTS fences (
-    fleet TEXT PRIMARY KEY,
-    epoch INTEGER NOT NULL
-);
-"""
+from .schema import immediate, prepare
 
-COLUMNS = ("id", "fleet", "round", "epoch", "leader", "mean", "count", "min", "max",
-           "measured_at", "received_at", "source")
+COLUMNS = ("id", "fleet", "incarnation", "round", "epoch", "leader", "mean", "count", "min",
+           "max", "measured_at", "received_at", "source")
+
+# Written as the unique index `rounds_key` is, so that SQLite answers it from the index.
+KNOWN_ROUND = ("SELECT id FROM rounds WHERE coalesce(fleet, '') = ? "
+               "AND coalesce(incarnation, '') = ? AND round = ?")
 
 
 class Outcome(Enum):
@@ -50,6 +38,7 @@ class Round:
     mean: float
     source: str
     fleet: str | None = None
+    incarnation: str | None = None
     round: int | None = None
     epoch: int | None = None
     leader: str | None = None
@@ -57,6 +46,11 @@ class Round:
     min: float | None = None
     max: float | None = None
     measured_at: float | None = None
+
+    @property
+    def lineage(self) -> tuple[str, str]:
+        """(fleet, incarnation) as the key columns compare them: absent is ''."""
+        return self.fleet or "", self.incarnation or ""
 
 
 class Store:
@@ -66,49 +60,58 @@ class Store:
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        prepare(self.db)
 
     def close(self) -> None:
         with self.lock:
             self.db.close()
 
     def add(self, item: Round, now: float | None = None) -> tuple[Outcome, int | None]:
-        """Store a round unless its key is known or its epoch is older than the fence."""
-        received_at = time.time() if now is None else now
-        with self.lock:
-            self.db.execute("BEGIN IMMEDIATE")
-            try:
-                outcome = self._add_locked(item, received_at)
-            except BaseException:
-                self.db.execute("ROLLBACK")
-                raise
-            self.db.execute("COMMIT")
-            return outcome
+        """Store a round unless its key is known or its epoch is older than the fence.
 
-    def _add_locked(self, item: Round, received_at: float) -> tuple[Outcome, int | None]:
-        """A known round is a duplicate whatever its epoch (a new leader re-sending it is
-        harmless); only a round not yet stored is fenced by the epoch."""
-        if item.round is not None:
-            known = self.db.execute(
-                "SELECT id FROM rounds WHERE fleet IS ? AND round = ?",
-                (item.fleet, item.round)).fetchone()
+        A known round is a duplicate whatever its epoch (a new leader re-sending it is
+        harmless); only a round not yet stored is fenced by the epoch.
+        """
+        received_at = time.time() if now is None else now
+        with self.lock, immediate(self.db):
+            known = self._known(item)
             if known is not None:
-                return Outcome.DUPLICATE, known[0]
-        if item.epoch is not None:
-            fence = self.db.execute(
-                "SELECT epoch FROM fences WHERE fleet IS ?", (item.fleet,)).fetchone()
-            if fence is not None and item.epoch < fence[0]:
-                return Outcome.STALE_EPOCH, fence[0]
-            self.db.execute(
-                "INSERT INTO fences (fleet, epoch) VALUES (?, ?) "
-                "ON CONFLICT (fleet) DO UPDATE SET epoch = max(epoch, excluded.epoch)",
-                (item.fleet, item.epoch))
+                return Outcome.DUPLICATE, known
+            fence = self._raise_fence(item)
+            if fence is not None:
+                return Outcome.STALE_EPOCH, fence
+            return Outcome.STORED, self._insert(item, received_at)
+
+    def _known(self, item: Round) -> int | None:
+        """The id of the row already holding this round's key, if any."""
+        if item.round is None:
+            return None
+        row = self.db.execute(KNOWN_ROUND, (*item.lineage, item.round)).fetchone()
+        return None if row is None else row[0]
+
+    def _raise_fence(self, item: Round) -> int | None:
+        """Raise the fence of the round's (fleet, incarnation) to its epoch; if the fence is
+        already higher, leave it and return it: the sender is a deposed leader."""
+        if item.epoch is None:
+            return None
+        fence = self.db.execute("SELECT epoch FROM fences WHERE fleet = ? AND incarnation = ?",
+                                item.lineage).fetchone()
+        if fence is not None and item.epoch < fence[0]:
+            return fence[0]
+        self.db.execute(
+            "INSERT INTO fences (fleet, incarnation, epoch) VALUES (?, ?, ?) "
+            "ON CONFLICT (fleet, incarnation) DO UPDATE SET epoch = max(epoch, excluded.epoch)",
+            (*item.lineage, item.epoch))
+        return None
+
+    def _insert(self, item: Round, received_at: float) -> int:
         cursor = self.db.execute(
-            "INSERT INTO rounds (fleet, round, epoch, leader, mean, count, min, max, "
-            "measured_at, received_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (item.fleet, item.round, item.epoch, item.leader, item.mean, item.count, item.min,
-             item.max, item.measured_at, received_at, item.source))
-        return Outcome.STORED, cursor.lastrowid
+            "INSERT INTO rounds (fleet, incarnation, round, epoch, leader, mean, count, min, "
+            "max, measured_at, received_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (item.fleet, item.incarnation, item.round, item.epoch, item.leader, item.mean,
+             item.count, item.min, item.max, item.measured_at, received_at, item.source))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
 
     def latest(self, limit: int, before_id: int | None = None) -> list[dict[str, Any]]:
         """Newest first; `before_id` pages back through history without OFFSET scans."""
@@ -123,13 +126,17 @@ class Store:
         return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
 
     def summary(self) -> dict[str, Any]:
+        """Totals, the newest round, and each (fleet, incarnation)'s fence, a fleet's
+        incarnations in the order they first delivered (the newest last)."""
         with self.lock:
             total = self.db.execute("SELECT count(*) FROM rounds").fetchone()[0]
             last = self.db.execute(
                 f"SELECT {', '.join(COLUMNS)} FROM rounds ORDER BY id DESC LIMIT 1").fetchone()
-            fences = dict(self.db.execute("SELECT fleet, epoch FROM fences").fetchall())
+            fences = self.db.execute(
+                "SELECT fleet, incarnation, epoch FROM fences ORDER BY fleet, rowid").fetchall()
         return {
             "rounds": total,
             "last": dict(zip(COLUMNS, last, strict=True)) if last else None,
-            "epochs": fences,
+            "epochs": [{"fleet": fleet or None, "incarnation": incarnation or None,
+                        "epoch": epoch} for fleet, incarnation, epoch in fences],
         }
