@@ -12,7 +12,7 @@ from kazoo.client import KazooClient
 
 from zk_sensor.layout import Layout
 
-from fleet import Daemon, Fleet, Receiver, status
+from fleet import Daemon, Fleet, Receiver, status, wait_for
 
 BUSY_LOOP_LIMIT = 0.10
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -49,23 +49,24 @@ def test_rounds_keep_a_fixed_schedule(fleet: Fleet, receiver: Receiver) -> None:
     assert max(drift) < 0.15, f"rounds drifted off their slots by up to {max(drift):.3f} s"
 
 
-def test_the_counter_is_exact_with_one_shard_write_in_ten_rounds(
+def test_the_counter_is_exact_at_one_write_per_measurement_even_after_sigkill(
     fleet: Fleet, receiver: Receiver, make_zk
 ) -> None:
-    """Shards are written every tenth measurement; the readings carry the rest, so the
-    total is exact while nodes run (frozen here, to compare) and after they stop."""
+    """Each reading carries its node's count and outlives the node: the counter stays
+    exact after a node is killed and its session expires, and nothing else is written."""
     daemons = fleet.start_ready("1", "2", "3")
-    receiver.wait_rounds(25, timeout=40)
-    for daemon in daemons:
-        daemon.signal(signal.SIGSTOP)
-    live, logged = status(fleet)["counter"], fleet.measurements()
-    for daemon in daemons:
-        daemon.signal(signal.SIGCONT)
-    assert logged <= live <= logged + len(daemons), (live, logged)
+    receiver.wait_rounds(10, timeout=40)
     zk: KazooClient = make_zk(fleet.hosts)
-    shard_writes = zk.get(Layout(fleet.namespace).counter_shard("1"))[1].version
+    layout = Layout(fleet.namespace)
+    daemons[2].signal(signal.SIGKILL)
+    daemons[2].wait_exit()
+    wait_for(lambda: not any(name.startswith("n_3_")
+                             for name in zk.get_children(layout.election)),
+             3 * fleet.session_timeout, "the killed node's session to expire")
     fleet.stop_all()
     taken = fleet.measurements()
     assert status(fleet)["counter"] == taken, "the counter must equal the readings taken"
     mine = len(re.findall(r" measured \S+ for round", daemons[0].log()))
-    assert shard_writes <= mine // 10 + 1, f"{shard_writes} shard writes for {mine} readings"
+    writes = zk.get(layout.reading("1"))[1].version + 1
+    assert writes == mine, f"{writes} writes of the reading for {mine} measurements"
+    assert zk.exists(layout.counter_shard("1")) is None, "no counter shard is written"

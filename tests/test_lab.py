@@ -165,7 +165,8 @@ def test_collector_receives_rounds_from_the_fleet(lab: Provisioned) -> None:
 def test_leader_journal_shows_its_leader_lines(lab: Provisioned) -> None:
     name = leader_machine(lab)
     journal = lab.lab.ssh(name, "journalctl", "-u", "zk-sensor", "--no-pager").stdout
-    assert re.search(r"zk-sensor\[\d+\]: node \d+: I am the leader now \(epoch \d+\)", journal)
+    assert re.search(r"zk-sensor\[\d+\]: node \d+: I am the leader now "
+                     r"\(epoch \d+, incarnation \w+\)", journal)
     assert re.search(r"node \d+: round \d+: mean [\d.]+ over 3 devices", journal)
 
 

@@ -7,9 +7,9 @@ import pytest
 from zk_sensor.aggregate import aggregate
 from zk_sensor.barrier import BarrierState, decode_barrier, encode_barrier, next_round
 from zk_sensor.counter import parse_count
-from zk_sensor.daemon import describe_change
 from zk_sensor.delivery import build_request
 from zk_sensor.election import candidate_prefix, is_candidate_of, sequence_of
+from zk_sensor.leader import describe_change
 from zk_sensor.readings import decode_reading, encode_reading
 from zk_sensor.schedule import RoundClock
 from zk_sensor.sensors import (
@@ -97,13 +97,16 @@ def test_barrier_payload_carries_the_last_aggregate() -> None:
     assert decode_barrier(b"garbage") is None and decode_barrier(None) is None
 
 
-def test_seed_url_gets_dato_and_others_get_json() -> None:
-    result = aggregate([80.0, 81.0], round_number=1, epoch=1, leader="a", now=1.0)
+def test_seed_url_gets_dato_with_the_round_key_and_others_get_json() -> None:
+    result = aggregate([80.0, 81.0], round_number=1, epoch=2, leader="a", now=1.0,
+                       incarnation="abc123")
     seed = build_request(result, "http://h:8080/nuevo", "/zk-sensor")
-    assert (seed.method, seed.params, seed.headers) == ("GET", {"dato": "80.5"}, {})
+    assert (seed.method, seed.headers) == ("GET", {})
+    assert seed.params == {"dato": "80.5", "round": "1", "epoch": "2", "fleet": "/zk-sensor",
+                           "incarnation": "abc123"}
     rich = build_request(result, "http://h:8080/api/rounds", "/zk-sensor", "s3cret")
     assert rich.method == "POST" and rich.json["round"] == 1 and rich.json["count"] == 2
-    assert rich.json["fleet"] == "/zk-sensor"
+    assert rich.json["fleet"] == "/zk-sensor" and rich.json["incarnation"] == "abc123"
     assert rich.headers == {"Authorization": "Bearer s3cret"}
 
 

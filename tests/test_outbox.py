@@ -1,5 +1,7 @@
 """The outbox: bounded, counted drops, refusals not retried, ghosts of a restart taken over."""
 
+import json
+import re
 import signal
 import socket
 import urllib.request
@@ -62,18 +64,19 @@ def test_restart_within_the_session_timeout_takes_over_its_ghosts(
     receiver.wait_rounds(2)
     fleet.daemons["2"].signal(signal.SIGKILL)
     fleet.daemons["2"].wait_exit()
+    before = len(re.findall(r" measured \S+ for round", fleet.daemons["2"].log()))
     reborn = fleet.start("2")
     reborn.wait_log("ready")
-    log = reborn.wait_log(r"removed election candidates left by a previous session")
-    assert "replacing reading znode" in log
+    reborn.wait_log(r"removed election candidates left by a previous session")
     zk: KazooClient = make_zk(fleet.hosts)
     layout = Layout(fleet.namespace)
     old_session_gone_at = fleet.session_timeout + 2
     after = receiver.wait_rounds(1, after=receiver.snapshot()[-1].received_at
                                  + old_session_gone_at, timeout=30)
     assert after[-1].body["count"] == 2, "the restarted node still takes part"
-    _, stat = zk.get(layout.reading("2"))
-    assert stat.ephemeralOwner != 0
+    data, stat = zk.get(layout.reading("2"))
+    assert stat.ephemeralOwner == 0, "a reading outlives its session: it holds the count"
+    assert json.loads(data)["count"] > before, "the reborn node resumed its count"
     candidates = [zk.get(f"{layout.election}/{n}")[0] for n in zk.get_children(layout.election)]
     assert candidates.count(b"2") == 1
 

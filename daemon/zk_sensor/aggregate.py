@@ -15,13 +15,15 @@ class Aggregate:
     min: float
     max: float
     time: float
+    incarnation: str = ""
 
     def as_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
 
 
 def aggregate(
-    values: Sequence[float], *, round_number: int, epoch: int, leader: str, now: float
+    values: Sequence[float], *, round_number: int, epoch: int, leader: str, now: float,
+    incarnation: str = "",
 ) -> Aggregate | None:
     """None when nobody measured: an empty round has no mean and is not delivered."""
     finite = [value for value in values if math.isfinite(value)]
@@ -36,4 +38,5 @@ def aggregate(
         min=min(finite),
         max=max(finite),
         time=now,
+        incarnation=incarnation,
     )

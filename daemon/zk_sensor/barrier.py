@@ -10,12 +10,17 @@ payload carries the previous round's aggregate so every node (and the CLI) can s
 """
 
 import json
-from dataclasses import asdict, dataclass
+import logging
+import time
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from kazoo.client import TransactionRequest
+from kazoo.protocol.states import ZnodeStat
 
 from .aggregate import Aggregate
+
+log = logging.getLogger("zk_sensor")
 
 
 @dataclass(frozen=True)
@@ -65,3 +70,36 @@ def add_release(
 ) -> None:
     """The write that releases the fleet; fails (and rolls back) if anyone else moved it."""
     transaction.set_data(path, encode_barrier(state), version=version)
+
+
+@dataclass
+class BarrierView:
+    """The barrier as this node last saw it, shared by the follower's and the leader's code.
+
+    A znode's version restarts at 0 when it is deleted and created again, so a newer
+    barrier is one with a higher version or a different creation (czxid)."""
+    state: BarrierState | None = None
+    version: int = -1
+    created: int = 0
+    changed_at: float = field(default_factory=time.monotonic)
+    garbage_logged: tuple[int, int] | None = None
+    stall_warned: bool = False
+
+    def is_newer(self, stat: ZnodeStat) -> bool:
+        return stat.czxid != self.created or stat.version > self.version
+
+    def accept(self, data: bytes | None, stat: ZnodeStat) -> bool:
+        """True if the barrier moved; garbage is logged once per version and ignored."""
+        if not self.is_newer(stat):
+            return False
+        state = decode_barrier(data)
+        if state is None:
+            if self.garbage_logged != (stat.czxid, stat.version):
+                self.garbage_logged = (stat.czxid, stat.version)
+                log.error("barrier znode holds garbage (version %d); waiting for the leader "
+                          "to repair it", stat.version)
+            return False
+        self.state, self.version, self.created = state, stat.version, stat.czxid
+        self.changed_at = time.monotonic()
+        self.stall_warned = False
+        return True

@@ -15,8 +15,9 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
 from .barrier import decode_barrier
+from .coordination import decode_epoch, decode_incarnation, epoch_holder
 from .counter import fleet_total
-from .election import current_leader
+from .election import current_leader, live_nodes
 from .layout import CONFIG_KEYS, Layout
 from .outbox import decode_stats
 from .readings import collect_readings
@@ -48,20 +49,28 @@ def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
     if zk.exists(layout.namespace) is None:
         raise LookupError(f"no fleet at namespace {layout.namespace}")
     collection = collect_readings(zk, layout)
-    epoch = zk.exists(layout.epoch)
-    barrier_data = zk.get(layout.barrier)[0] if zk.exists(layout.barrier) else None
-    barrier = decode_barrier(barrier_data)
+    found = zk.get_many([layout.epoch, layout.barrier, layout.incarnation])
+    epoch, barrier_found = found[layout.epoch], found[layout.barrier]
+    barrier = decode_barrier(barrier_found[0]) if barrier_found else None
+    incarnation = found[layout.incarnation]
+    first_in_line = current_leader(zk, layout)
+    live = set(live_nodes(zk.children_or_none(layout.election)))
+    holder = epoch_holder(epoch[0]) if epoch else None
     return {
         "namespace": layout.namespace,
-        "leader": current_leader(zk, layout),
-        "epoch": epoch.version if epoch else None,
+        "incarnation": decode_incarnation(incarnation[0]) if incarnation else None,
+        "leader": first_in_line if first_in_line is not None and first_in_line == holder
+        else None,
+        "first_in_line": first_in_line,
+        "epoch": decode_epoch(epoch[0], epoch[1].version) if epoch else None,
         "round": barrier.round if barrier else None,
         "round_released_at": barrier.released_at if barrier else None,
         "last_aggregate": barrier.last if barrier else None,
         "counter": fleet_total(zk, layout, collection),
         "config": read_config(zk, layout),
         "devices": [
-            {"node": r.node, "value": r.value, "age": round(now - r.taken_at, 3), "round": r.round}
+            {"node": r.node, "value": r.value, "age": round(now - r.taken_at, 3), "round": r.round,
+             "live": r.node in live}
             for r in collection.readings
         ],
         "garbage_readings": collection.garbage,
@@ -81,8 +90,10 @@ def outbox_status(zk: Zk, layout: Layout) -> dict[str, Any]:
 
 def render_status(status: dict[str, Any]) -> str:
     lines = [f"fleet      {status['namespace']}"]
-    leader = status["leader"]
-    lines.append(f"leader     {'node ' + leader if leader else 'none'}"
+    lines.append(f"incarnation {status['incarnation'] or '-'}")
+    leader, first = status["leader"], status["first_in_line"]
+    waiting = f" (node {first} is first in line, not yet in office)" if first else ""
+    lines.append(f"leader     {'node ' + leader if leader else 'none' + waiting}"
                  + (f" (epoch {status['epoch']})" if leader else ""))
     lines.append(f"round      {status['round'] if status['round'] is not None else '-'}")
     last = status["last_aggregate"]
@@ -103,13 +114,16 @@ def render_status(status: dict[str, Any]) -> str:
         value = entry["value"] if entry["value"] is not None else "-"
         note = f"  ({entry['error']})" if entry["error"] else ""
         lines.append(f"config     {key} = {value}{note}")
-    lines.append(f"devices    {len(status['devices'])}")
+    gone = sum(1 for device in status["devices"] if not device["live"])
+    lines.append(f"devices    {len(status['devices']) - gone} live"
+                 + (f", {gone} gone (their last reading and count are kept)" if gone else ""))
     if status["devices"]:
         lines.append(f"  {'node':<16} {'reading':>10} {'age':>8} {'round':>7}")
         for device in status["devices"]:
             lines.append(
                 f"  {device['node']:<16} {device['value']:>10.2f} "
                 f"{device['age']:>7.1f}s {device['round']:>7}"
+                + ("" if device["live"] else "  gone")
             )
     if status["garbage_readings"]:
         lines.append(f"garbage    {', '.join(status['garbage_readings'])} (skipped by the leader)")

@@ -3,21 +3,28 @@
 A slow, failing or hanging collector must never hold the barrier, so a courier thread
 posts while the loop goes on. The courier always works on the oldest pending round and
 moves to the next only once the collector answered: 2xx (delivered) or a 4xx that means
-"never" (rejected, dropped and counted). Anything else (no connection, a timeout, 5xx,
-401/403/404/408/429, which an operator or time can fix) is retried with exponential
-backoff, so a collector that is down for minutes gets every round, in order, when it is
-back. Outcomes go back to the loop, which owns the outbox in ZooKeeper.
+"never" (rejected, dropped and counted). A 409 is the collector's epoch fence: it has
+accepted a newer leader of this fleet, so this node's leadership is in doubt; the round is
+kept and the loop steps down and re-checks, it is never a reason to drop a round.
+Anything else (no connection, a timeout, 5xx, 401/403/404/408/429, which an operator or
+time can fix) is retried with exponential backoff, so a collector that is down for
+minutes gets every round, in order, when it is back. Outcomes go back to the loop, which
+owns the outbox in ZooKeeper.
 
 Before each attempt the courier asks the loop whether this node may deliver now (it
-leads and its lease is fresh) and stamps the delivery with the current epoch, so a
-deposed, paused or cut-off leader never posts.
+leads and its lease is fresh) and stamps the delivery with the current epoch and this
+node as its leader, so a deposed, paused or cut-off leader never posts, and an epoch
+names one leader at the collector even for rounds inherited from a dead one.
 
 HTTP goes through the standard library's http.client on one keep-alive connection:
 requests (with urllib3, idna, charset_normalizer) would add 5.5 MB to a leader's 29 MB
 for one request per period.
 
 Two formats: an api_url whose path ends in `/nuevo` is the seed's API and gets
-`GET ?dato=<mean>`; any other URL gets a JSON POST with everything the round knows.
+`GET ?dato=<mean>`, plus the round's key as extra parameters (`round`, `epoch`, `fleet`,
+`incarnation`) that the seed's own API ignores and zk-collector de-duplicates on; any
+other URL gets a JSON POST with everything the round knows. Either way a delivery's key
+is (fleet, incarnation, round): re-sending a round after a lost answer is harmless.
 """
 
 import dataclasses
@@ -40,7 +47,8 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 5.0
 IDLE_CHECK = 0.5
 FAILURE_LOG_EVERY = 60.0
-NEVER_ACCEPTED = frozenset({400, 409, 410, 413, 415, 422})
+NEVER_ACCEPTED = frozenset({400, 410, 413, 415, 422})
+FENCED = 409
 
 
 @dataclass(frozen=True)
@@ -56,15 +64,22 @@ def build_request(aggregate: Aggregate, api_url: str, fleet: str, token: str = "
     """The fleet name (the namespace) lets one collector keep several fleets apart."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     if urlsplit(api_url).path.rstrip("/").endswith("/nuevo"):
-        return HttpRequest("GET", api_url, params={"dato": repr(aggregate.mean)},
-                           headers=headers)
-    return HttpRequest("POST", api_url, json={**aggregate.as_dict(), "fleet": fleet},
-                       headers=headers)
+        params = {"dato": repr(aggregate.mean), "round": str(aggregate.round),
+                  "epoch": str(aggregate.epoch), "fleet": fleet}
+        if aggregate.incarnation:
+            params["incarnation"] = aggregate.incarnation
+        return HttpRequest("GET", api_url, params=params, headers=headers)
+    body: dict[str, Any] = {**aggregate.as_dict(), "fleet": fleet}
+    if not aggregate.incarnation:
+        del body["incarnation"]
+    return HttpRequest("POST", api_url, json=body, headers=headers)
 
 
 def classify(status: int) -> str:
     if 200 <= status < 300:
         return "delivered"
+    if status == FENCED:
+        return "fenced"
     if status in NEVER_ACCEPTED:
         return "rejected"
     return "retry"
@@ -148,13 +163,14 @@ class Courier:
     """
 
     def __init__(
-        self, timeout: float, fleet: str, token: str,
+        self, timeout: float, fleet: str, token: str, node_id: str,
         may_deliver: Callable[[], int | None], api_url: Callable[[], str],
         report: Callable[[int, str, str], None],
     ) -> None:
         self.timeout = timeout
         self.fleet = fleet
         self.token = token
+        self.node_id = node_id
         self.may_deliver = may_deliver
         self.api_url = api_url
         self.report = report
@@ -223,7 +239,7 @@ class Courier:
             if epoch is None:
                 self._pause(IDLE_CHECK)
                 continue
-            outcome, detail = self.send(dataclasses.replace(head, epoch=epoch))
+            outcome, detail = self.send(dataclasses.replace(head, epoch=epoch, leader=self.node_id))
             if outcome == "retry":
                 self.note_failure(head.round, detail, backoff)
                 self._pause(backoff)
@@ -231,6 +247,10 @@ class Courier:
                 continue
             backoff = BACKOFF_FIRST
             self.note_recovery()
+            if outcome == "fenced":
+                self.report(head.round, outcome, detail)
+                self._pause(IDLE_CHECK)
+                continue
             self.discard(head.round)
             self.report(head.round, outcome, detail)
 

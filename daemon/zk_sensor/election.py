@@ -39,6 +39,18 @@ def sequence_of(name: str) -> int:
     return int(name.rsplit("_", 1)[-1])
 
 
+def node_of(name: str) -> str | None:
+    """The node id in a candidate's name, or None for a name we did not write."""
+    if not name.startswith(PREFIX) or "_" not in name[len(PREFIX):]:
+        return None
+    node, sequence = name[len(PREFIX):].rsplit("_", 1)
+    return node if node and sequence.isdigit() else None
+
+
+def live_nodes(names: list[str]) -> list[str]:
+    return sorted({node for node in map(node_of, names) if node is not None})
+
+
 def candidate_prefix(node_id: str) -> str:
     return f"{PREFIX}{node_id}_"
 

@@ -32,8 +32,15 @@ class Layout:
         return f"{self.namespace}/election"
 
     @property
+    def incarnation(self) -> str:
+        """The fleet's identity: a random id created with the namespace, so a namespace
+        rebuilt from nothing is a new fleet to the collector, never a replay of the old."""
+        return f"{self.namespace}/incarnation"
+
+    @property
     def epoch(self) -> str:
-        """The fencing token: its znode version grows by one each time a leader takes office."""
+        """The fencing token: taking office bumps the epoch number it holds, and every act
+        of a leader checks the znode's version (see office.py)."""
         return f"{self.namespace}/epoch"
 
     @property

@@ -4,9 +4,47 @@ counters (never ZooKeeper), so scraping can not disturb the fleet."""
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .daemon import Node
+
+Sample = tuple[str, str, str, float]
 
 
-def render(samples: list[tuple[str, str, str, float]]) -> bytes:
+def node_samples(node: "Node") -> list[Sample]:
+    """Plain attribute reads of the loop's state: safe from the metrics thread."""
+    leader, device = node.leader, node.device
+    barrier = node.view.state
+    return [
+        ("zk_sensor_measurements_total", "counter", "Readings this node published.",
+         device.count or 0),
+        ("zk_sensor_readings_skipped_total", "counter", "Readings that failed or were "
+         "not finite.", device.skipped),
+        ("zk_sensor_connected", "gauge", "1 while the ZooKeeper session is usable.",
+         int(node.link_up)),
+        ("zk_sensor_leader", "gauge", "1 while this node leads with a fresh lease.",
+         int(node.leading)),
+        ("zk_sensor_round", "gauge", "The round the barrier holds open.",
+         barrier.round if barrier else -1),
+        ("zk_sensor_rounds_led_total", "counter", "Rounds this node released as leader.",
+         leader.rounds_led),
+        ("zk_sensor_deliveries_total", "counter", "Rounds the collector acknowledged.",
+         leader.delivered),
+        ("zk_sensor_deliveries_refused_total", "counter", "Rounds the collector refused "
+         "for good.", leader.refused),
+        ("zk_sensor_round_work_seconds", "gauge", "Collection and commit of the last "
+         "round this node led.", leader.round_work),
+        ("zk_sensor_round_slowest_device_seconds", "gauge", "Release to the last reading "
+         "of the last round this node led.", leader.round_spread),
+        ("zk_sensor_outbox_pending", "gauge", "Rounds waiting for the collector (leader).",
+         len(leader.outbox.pending)),
+        ("zk_sensor_outbox_dropped_total", "counter", "Rounds the fleet dropped from a "
+         "full outbox (as last seen by this node as leader).", leader.outbox.stats.dropped),
+    ]
+
+
+def render(samples: list[Sample]) -> bytes:
     """(name, type, help, value) → the text exposition format."""
     lines = []
     for name, kind, text, value in samples:
@@ -16,7 +54,7 @@ def render(samples: list[tuple[str, str, str, float]]) -> bytes:
 
 class MetricsServer:
     def __init__(self, host: str, port: int,
-                 samples: Callable[[], list[tuple[str, str, str, float]]]) -> None:
+                 samples: Callable[[], list[Sample]]) -> None:
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path != "/metrics":

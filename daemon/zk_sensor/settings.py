@@ -34,7 +34,6 @@ class Settings:
     http_timeout: float = 3.0
     api_token: str = ""
     outbox_limit: int = 1000
-    counter_flush_every: int = 10
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     offline_grace: float = 120.0
@@ -74,8 +73,6 @@ def _check(settings: Settings) -> Settings:
         )
     if settings.outbox_limit < 1:
         raise SettingsError("outbox_limit must be at least 1")
-    if not 1 <= settings.counter_flush_every <= 1000:
-        raise SettingsError("counter_flush_every must be between 1 and 1000 measurements")
     return dataclasses.replace(settings, node_id=node_id)
 
 
@@ -114,7 +111,5 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address for the metrics port (default 127.0.0.1)")
     parser.add_argument("--outbox-limit", dest="outbox_limit", type=int,
                         help="rounds kept for the collector before the oldest is dropped")
-    parser.add_argument("--counter-flush-every", dest="counter_flush_every", type=int,
-                        help="measurements between writes of this node's counter shard")
     parser.add_argument("--log-level", dest="log_level",
                         choices=("debug", "info", "warning", "error"))

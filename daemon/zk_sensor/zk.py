@@ -1,9 +1,12 @@
-"""Every ZooKeeper call with a deadline.
+"""Every ZooKeeper call with a deadline, and every loop step with a budget.
 
 kazoo's blocking calls wait for the server without limit: while the connection is
 suspended a request just sits in the queue. The daemon's loop must never hang that way
 (the watchdog would kill it and leadership decisions would go stale), so every call goes
-through the asynchronous API and waits at most `deadline` seconds.
+through the asynchronous API and waits at most `deadline` seconds, and no more than what
+is left of the loop step's budget: a step that makes many calls to a slow server gives up
+as a whole (an unknown outcome, which every call site handles) instead of adding up
+deadlines past the watchdog.
 """
 
 import time
@@ -13,9 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from kazoo.client import KazooClient, TransactionRequest
-from kazoo.exceptions import EXCEPTIONS, KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import (
+    EXCEPTIONS,
+    KazooException,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+    RuntimeInconsistency,
+)
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.serialization import (
+    Connect,
     GetData,
     MultiHeader,
     int_struct,
@@ -69,16 +80,65 @@ class MultiRead(namedtuple("MultiRead", "paths")):
         return results
 
 
+def first_failure(results: list[Any]) -> Exception | None:
+    """The operation that made a transaction fail; the others only report the rollback."""
+    failures = [item for item in results if isinstance(item, Exception)]
+    causes = [item for item in failures
+              if not isinstance(item, RolledBackError | RuntimeInconsistency)]
+    if causes:
+        return causes[0]
+    return failures[0] if failures else None
+
+
+class StepBudgetSpent(KazooTimeoutError):
+    """Raised before sending: the call was never made."""
+
+
 @dataclass
 class Zk:
     client: KazooClient
     deadline: float
+    step_ends: float | None = None
+    negotiated: float | None = None
+
+    def __post_init__(self) -> None:
+        self._record_negotiated_timeout()
+
+    def _record_negotiated_timeout(self) -> None:
+        """kazoo uses the session timeout the server granted but does not keep it, and the
+        lease must be built on it: note it from the handshake's answer, which kazoo reads
+        before it reports the session as connected."""
+        connection = getattr(self.client, "_connection", None)
+        invoke = getattr(connection, "_invoke", None)
+        if invoke is None:
+            return
+
+        def noting_timeout(timeout: float, request: Any, xid: int | None = None) -> Any:
+            result = invoke(timeout, request, xid)
+            if isinstance(request, Connect) and result and result[0].time_out > 0:
+                self.negotiated = result[0].time_out / 1000.0
+            return result
+
+        connection._invoke = noting_timeout  # type: ignore[union-attr]
+
+    def begin_step(self, budget: float | None) -> None:
+        self.step_ends = None if budget is None else time.monotonic() + budget
+
+    def timeout(self) -> float:
+        if self.step_ends is None:
+            return self.deadline
+        left = self.step_ends - time.monotonic()
+        if left <= 0:
+            raise StepBudgetSpent("this loop step's time for ZooKeeper is spent")
+        return min(self.deadline, left)
 
     def get(self, path: str, watch: Any = None) -> tuple[bytes, ZnodeStat]:
-        return self.client.get_async(path, watch=watch).get(timeout=self.deadline)
+        timeout = self.timeout()
+        return self.client.get_async(path, watch=watch).get(timeout=timeout)
 
     def children(self, path: str, watch: Any = None) -> list[str]:
-        return self.client.get_children_async(path, watch=watch).get(timeout=self.deadline)
+        timeout = self.timeout()
+        return self.client.get_children_async(path, watch=watch).get(timeout=timeout)
 
     def children_or_none(self, path: str) -> list[str]:
         """Children of a folder that may not exist yet (a fleet that never started)."""
@@ -88,14 +148,27 @@ class Zk:
             return []
 
     def exists(self, path: str, watch: Any = None) -> ZnodeStat | None:
-        return self.client.exists_async(path, watch=watch).get(timeout=self.deadline)
+        timeout = self.timeout()
+        return self.client.exists_async(path, watch=watch).get(timeout=timeout)
+
+    def synced_exists(self, path: str) -> ZnodeStat | None:
+        """`exists` as the quorum stands: the server this session talks to may be a
+        follower already cut off from the leader, answering from a stale copy. A sync
+        first makes it catch up with the quorum (or fail); the read, sent right behind it
+        on the same session, is answered after it, so this is one round trip."""
+        timeout = self.timeout()
+        synced = self.client.sync_async(path)
+        answer = self.client.exists_async(path)
+        synced.get(timeout=timeout)
+        return answer.get(timeout=timeout)
 
     def create(
         self, path: str, value: bytes = b"", *, ephemeral: bool = False, sequence: bool = False
     ) -> str:
+        timeout = self.timeout()
         return self.client.create_async(
             path, value, ephemeral=ephemeral, sequence=sequence
-        ).get(timeout=self.deadline)
+        ).get(timeout=timeout)
 
     def create_if_missing(self, path: str, value: bytes = b"") -> bool:
         """A read first: a create that fails on an existing znode still costs the quorum a
@@ -109,16 +182,20 @@ class Zk:
         return True
 
     def ensure_path(self, path: str) -> None:
-        self.client.ensure_path_async(path).get(timeout=self.deadline)
+        timeout = self.timeout()
+        self.client.ensure_path_async(path).get(timeout=timeout)
 
     def set(self, path: str, value: bytes, version: int = -1) -> ZnodeStat:
-        return self.client.set_async(path, value, version=version).get(timeout=self.deadline)
+        timeout = self.timeout()
+        return self.client.set_async(path, value, version=version).get(timeout=timeout)
 
     def delete(self, path: str, version: int = -1) -> None:
-        self.client.delete_async(path, version=version).get(timeout=self.deadline)
+        timeout = self.timeout()
+        self.client.delete_async(path, version=version).get(timeout=timeout)
 
     def commit(self, transaction: TransactionRequest) -> list[Any]:
-        return transaction.commit_async().get(timeout=self.deadline)
+        timeout = self.timeout()
+        return transaction.commit_async().get(timeout=timeout)
 
     def get_many(self, paths: Iterable[str]) -> dict[str, tuple[bytes, ZnodeStat] | None]:
         """Read many znodes with multiRead requests sent back to back; a znode that
@@ -126,8 +203,8 @@ class Zk:
         ordered = list(paths)
         batches = [ordered[start:start + MULTI_READ_BATCH]
                    for start in range(0, len(ordered), MULTI_READ_BATCH)]
+        give_up_at = time.monotonic() + self.timeout()
         pending = [(batch, self._multi_read(batch)) for batch in batches]
-        give_up_at = time.monotonic() + self.deadline
         results: dict[str, tuple[bytes, ZnodeStat] | None] = {}
         for batch, future in pending:
             answers = future.get(timeout=max(0.0, give_up_at - time.monotonic()))
