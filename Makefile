@@ -4,6 +4,7 @@
 #   make demo    a 3-server ZooKeeper ensemble, 3 daemons and zk-collector
 #   make test    ruff, then the whole test suite against real ZooKeeper servers
 #   make lint    ruff only
+#   make soak    the randomized nemesis alone for 10 minutes (NEMESIS_SEED=S replays a run)
 #   make bench   the collector's throughput, memory and page load; the fleet's cost and
 #                scale: real daemons, the swarm, the seed's design (bench/)
 #   make lab     systemd-nspawn machines from ansible/inventory, provisioned by site.yml (root)
@@ -26,7 +27,7 @@ VENV_STAMP := $(VENV)/.installed
 ZK_JAR := /usr/share/java/zookeeper.jar
 PYTEST_ARGS ?= -q -ra
 
-.PHONY: venv zookeeper demo test lint bench clean distclean lab lab-down
+.PHONY: venv zookeeper demo test soak lint bench clean distclean lab lab-down
 
 venv: $(VENV_STAMP)
 
@@ -68,6 +69,9 @@ demo: venv zookeeper
 test: venv zookeeper
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+soak: venv zookeeper
+	NEMESIS_SECONDS=600 $(VENV)/bin/pytest -s -q tests/test_nemesis.py
 
 bench: venv zookeeper
 	$(VENV_PY) bench/collector.py
