@@ -63,6 +63,8 @@ def test_the_counter_is_exact_at_one_write_per_measurement_even_after_sigkill(
     wait_for(lambda: not any(name.startswith("n_3_")
                              for name in zk.get_children(layout.election)),
              3 * fleet.session_timeout, "the killed node's session to expire")
+    wait_for(lambda: any("[1 from nodes gone]" in d.log() for d in daemons[:2]), 10,
+             "the leader to count the killed node's reading as from a node gone")
     fleet.stop_all()
     taken = fleet.measurements()
     assert status(fleet)["counter"] == taken, "the counter must equal the readings taken"

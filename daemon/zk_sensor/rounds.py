@@ -79,13 +79,16 @@ def slowest_device(readings: list[Reading], released_at: float) -> float:
 def log_round(closing: Closing, work: float, live: set[str] | None) -> None:
     """One line per round; `slowest` is the last device's delay after the release, and
     `leader` the collection and commit this round cost the leader. A reading from an
-    older round is late if its device is a live candidate, absent otherwise."""
+    older round is late if its device is a live candidate; otherwise its node is gone
+    (its reading stays, with its count), which still costs the leader a read."""
     collection, result = closing.collection, closing.result
     stale = [r.node for r in collection.readings if r.round != closing.current.round]
     late = len(stale) if live is None else sum(1 for node in stale if node in live)
     notes = []
     if late:
         notes.append(f"{late} late")
+    if len(stale) > late:
+        notes.append(f"{len(stale) - late} from nodes gone")
     if collection.garbage:
         notes.append(f"{len(collection.garbage)} garbage skipped "
                      f"({', '.join(collection.garbage)})")
