@@ -55,8 +55,9 @@ def decode_epoch(data: bytes | None, version: int) -> int | None:
         epoch = json.loads(text)["epoch"]
     except (ValueError, KeyError, TypeError):
         return None
-    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 \
-        else None
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        return None
+    return epoch
 
 
 def epoch_holder(data: bytes | None) -> str | None:

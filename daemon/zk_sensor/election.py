@@ -56,8 +56,7 @@ def candidate_prefix(node_id: str) -> str:
 
 
 def is_candidate_of(name: str, node_id: str) -> bool:
-    prefix = candidate_prefix(node_id)
-    return name.startswith(prefix) and name[len(prefix):].isdigit()
+    return node_of(name) == node_id
 
 
 class Election:

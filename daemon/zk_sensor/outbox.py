@@ -108,8 +108,9 @@ class Outbox:
         commit whose reply was lost."""
         self.pending = [aggregate.round for aggregate in loaded.rounds]
         self.stats = loaded.stats
+        present = set(self.pending)
         self.answered = [(number, outcome) for number, outcome in self.answered
-                         if number in self.pending]
+                         if number in present]
 
     def clear(self) -> None:
         """On a step-down. The collector's answers are kept: they are facts about rounds,
