@@ -125,7 +125,7 @@ def supervised(command: list[str]) -> list[str]:
 
 
 def port_is_free(port: int) -> bool:
-    """Whether a server could bind 127.0.0.1:`port` now (with SO_REUSEADDR, as waitress does)."""
+    """Whether a server could bind 127.0.0.1:`port` now (with SO_REUSEADDR, as servers do)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:

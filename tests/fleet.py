@@ -207,7 +207,7 @@ def status(fleet: Fleet) -> dict[str, Any]:
 
 @dataclass
 class CollectorProcess:
-    """A real zk-collector (waitress) on a free loopback port."""
+    """A real zk-collector on a free loopback port."""
 
     db: Path
     log_file: Path

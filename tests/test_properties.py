@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from zk_sensor.acl import decode_acl
 from zk_sensor.barrier import decode_barrier
 from zk_sensor.collector.app import Collector
 from zk_sensor.collector.store import Store
@@ -27,6 +28,7 @@ from zk_sensor.coordination import decode_epoch, decode_incarnation, epoch_holde
 from zk_sensor.counter import parse_count
 from zk_sensor.outbox import decode_pending, decode_stats
 from zk_sensor.readings import decode_reading
+from zk_sensor.validation import InvalidValue
 
 EXAMPLES = 400
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)
@@ -78,6 +80,19 @@ def test_coordination_payloads_decode_to_a_value_or_none(data: bytes | None) -> 
     assert incarnation is None or 0 < len(incarnation) <= 64
     holder = epoch_holder(data)
     assert holder is None or isinstance(holder, str)
+
+
+ACL_ENTRIES = st.lists(st.lists(SCALARS, max_size=4), max_size=4)
+
+
+@FAST
+@given(PAYLOADS | ACL_ENTRIES.map(lambda v: json.dumps(v).encode()))
+def test_a_member_acl_is_decoded_or_refused_with_invalid_value(data: bytes) -> None:
+    try:
+        acls = decode_acl(data)
+    except InvalidValue:
+        return
+    assert acls and all(0 < acl.perms <= 31 and acl.id.scheme for acl in acls)
 
 
 @FAST

@@ -34,11 +34,16 @@ from kazoo.client import KazooClient
 LOOPBACK = "127.0.0.1"
 JAVA_DIR = Path("/usr/share/java")
 # Explicit jars: see the module docstring for why not "/usr/share/java/*".
-# zookeeper.jar's manifest Class-Path brings in netty, jute, jetty, slf4j-api...
+# zookeeper.jar's manifest Class-Path brings in netty, jute, jetty, slf4j-api... but not
+# the netty jars the Netty server (TLS) needs: Debian's manifest misses codec, resolver
+# and the native transport's common classes.
 CLASSPATH_JARS = (
     JAVA_DIR / "zookeeper.jar",
     JAVA_DIR / "slf4j-log4j12.jar",
     JAVA_DIR / "log4j-1.2.jar",
+    JAVA_DIR / "netty-codec.jar",
+    JAVA_DIR / "netty-resolver.jar",
+    JAVA_DIR / "netty-transport-native-unix-common.jar",
 )
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
 JVM_OPTS = (
@@ -137,11 +142,14 @@ class ZkServer:
         server_dir: Path,
         client_port: int,
         peers: Mapping[int, tuple[int, int]] | None = None,
+        extra_config: Iterable[str] = (),
     ) -> None:
         """`peers` maps each quorum member's myid to (peer port, election port).
 
-        Without `peers` the server runs standalone.
+        Without `peers` the server runs standalone. `extra_config` lines are appended to
+        zoo.cfg (e.g. a secure client port, see `tls_config`).
         """
+        self.extra_config = list(extra_config)
         self.myid = myid
         self.client_port = client_port
         self.server_dir = server_dir
@@ -182,6 +190,7 @@ class ZkServer:
             "admin.enableServer=false",
             "4lw.commands.whitelist=srvr,ruok,mntr,stat",
         ]
+        config += self.extra_config
         for peer_id, (peer_port, election_port) in sorted(self.peers.items()):
             config.append(f"server.{peer_id}={LOOPBACK}:{peer_port}:{election_port}")
         self.config_file.write_text("\n".join(config) + "\n")
@@ -342,6 +351,21 @@ class ZkServer:
         return "\n".join(parts)
 
 
+def tls_config(secure_port: int, key_store: Path, trust_store: Path) -> list[str]:
+    """zoo.cfg lines for a secure client port beside the plain one (which the harness
+    keeps for its four-letter-word probes): Netty, PEM stores, client certificates
+    required (ZooKeeper's default)."""
+    return [
+        "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+        f"secureClientPort={secure_port}",
+        f"secureClientPortAddress={LOOPBACK}",
+        f"ssl.keyStore.location={key_store}",
+        "ssl.keyStore.type=PEM",
+        f"ssl.trustStore.location={trust_store}",
+        "ssl.trustStore.type=PEM",
+    ]
+
+
 class ZkEnsemble:
     """`n` ZooKeeper servers on loopback: n == 1 is standalone, n > 1 a quorum."""
 
@@ -350,6 +374,7 @@ class ZkEnsemble:
         if n < 1:
             raise ValueError(f"an ensemble needs at least one server, got {n}")
         self.base_dir = base_dir
+        self.secure_hosts = ""
         if n == 1:
             (client_port,) = free_ports(1)
             self.servers = [ZkServer(1, base_dir / "zk1", client_port)]
@@ -364,6 +389,17 @@ class ZkEnsemble:
             ZkServer(myid, base_dir / f"zk{myid}", client_ports[myid - 1], peers)
             for myid in range(1, n + 1)
         ]
+
+    @classmethod
+    def standalone_tls(cls, base_dir: Path, key_store: Path, trust_store: Path) -> ZkEnsemble:
+        """One server with a secure client port too (see tls_config): `secure_hosts`."""
+        plain, secure = free_ports(2)
+        ensemble = cls.__new__(cls)
+        ensemble.base_dir = base_dir
+        ensemble.servers = [ZkServer(1, base_dir / "zk1", plain,
+                                     extra_config=tls_config(secure, key_store, trust_store))]
+        ensemble.secure_hosts = f"{LOOPBACK}:{secure}"
+        return ensemble
 
     @property
     def is_quorum(self) -> bool:

@@ -1,7 +1,11 @@
 """zk-sensorctl: the operator's view of the fleet and its config, from ZooKeeper alone.
 
 Exit status: 0 done, 1 ZooKeeper unreachable or failing, 2 invalid usage or value
-(refused before anything is written).
+(refused before anything is written) or refused by ZooKeeper's ACLs.
+
+Where to connect and as whom comes from the command line, then ZK_SENSOR_* variables,
+then a node's TOML file (`-c /etc/zk-sensor/zk-sensor.toml`), so an operator on a node
+types no host list and no credentials.
 """
 
 import argparse
@@ -9,125 +13,30 @@ import json
 import os
 import sys
 import time
+import tomllib
 from typing import Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
 
-from .barrier import decode_barrier
-from .coordination import decode_epoch, decode_incarnation, epoch_holder
-from .counter import fleet_total
-from .election import current_leader, live_nodes
+from .access import ZkAccess, read_credentials, zk_access
+from .acl import acl_matrix, apply_acls
 from .layout import CONFIG_KEYS, Layout
-from .outbox import decode_stats
-from .readings import collect_readings
+from .sources import SettingsError
+from .status import fleet_status, read_config, render_status
 from .validation import CONFIG_PARSERS, InvalidValue, format_config_value
-from .zk import ZK_ERRORS, Zk
+from .zk import ZK_ERRORS, AccessRefused, Zk
 
 CONNECT_TIMEOUT = 10.0
 CALL_DEADLINE = 5.0
-
-
-def read_config(zk: Zk, layout: Layout) -> dict[str, dict[str, Any]]:
-    config: dict[str, dict[str, Any]] = {}
-    for key in CONFIG_KEYS:
-        try:
-            data, _ = zk.get(layout.config_key(key))
-        except NoNodeError:
-            config[key] = {"value": None, "error": "not set (nodes use their local default)"}
-            continue
-        text = data.decode(errors="replace")
-        try:
-            CONFIG_PARSERS[key](text)
-            config[key] = {"value": text, "error": None}
-        except InvalidValue as error:
-            config[key] = {"value": text, "error": f"invalid, ignored by nodes: {error}"}
-    return config
-
-
-def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
-    if zk.exists(layout.namespace) is None:
-        raise LookupError(f"no fleet at namespace {layout.namespace}")
-    collection = collect_readings(zk, layout)
-    found = zk.get_many([layout.epoch, layout.barrier, layout.incarnation])
-    epoch, barrier_found = found[layout.epoch], found[layout.barrier]
-    barrier = decode_barrier(barrier_found[0]) if barrier_found else None
-    incarnation = found[layout.incarnation]
-    first_in_line = current_leader(zk, layout)
-    live = set(live_nodes(zk.children_or_none(layout.election)))
-    holder = epoch_holder(epoch[0]) if epoch else None
-    return {
-        "namespace": layout.namespace,
-        "incarnation": decode_incarnation(incarnation[0]) if incarnation else None,
-        "leader": first_in_line if first_in_line is not None and first_in_line == holder
-        else None,
-        "first_in_line": first_in_line,
-        "epoch": decode_epoch(epoch[0], epoch[1].version) if epoch else None,
-        "round": barrier.round if barrier else None,
-        "round_released_at": barrier.released_at if barrier else None,
-        "last_aggregate": barrier.last if barrier else None,
-        "counter": fleet_total(zk, layout, collection),
-        "config": read_config(zk, layout),
-        "devices": [
-            {"node": r.node, "value": r.value, "age": round(now - r.taken_at, 3), "round": r.round,
-             "live": r.node in live}
-            for r in collection.readings
-        ],
-        "garbage_readings": collection.garbage,
-        "outbox": outbox_status(zk, layout),
-    }
-
-
-def outbox_status(zk: Zk, layout: Layout) -> dict[str, Any]:
-    if zk.exists(layout.outbox) is None:
-        return {"pending": 0, "oldest": None, "dropped": 0, "rejected": 0}
-    data, _ = zk.get(layout.outbox)
-    stats = decode_stats(data)
-    pending = sorted(int(name) for name in zk.children(layout.outbox) if name.isdigit())
-    return {"pending": len(pending), "oldest": pending[0] if pending else None,
-            "dropped": stats.dropped, "rejected": stats.rejected}
-
-
-def render_status(status: dict[str, Any]) -> str:
-    lines = [f"fleet      {status['namespace']}"]
-    lines.append(f"incarnation {status['incarnation'] or '-'}")
-    leader, first = status["leader"], status["first_in_line"]
-    waiting = f" (node {first} is first in line, not yet in office)" if first else ""
-    lines.append(f"leader     {'node ' + leader if leader else 'none' + waiting}"
-                 + (f" (epoch {status['epoch']})" if leader else ""))
-    lines.append(f"round      {status['round'] if status['round'] is not None else '-'}")
-    last = status["last_aggregate"]
-    if last:
-        lines.append(
-            f"last mean  {last['mean']:.2f} over {last['count']} devices "
-            f"(min {last['min']:.2f}, max {last['max']:.2f}), round {last['round']}, "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['time']))}"
-        )
-    else:
-        lines.append("last mean  none yet")
-    lines.append(f"counter    {status['counter']} measurements")
-    box = status["outbox"]
-    oldest = f" (oldest round {box['oldest']})" if box["oldest"] is not None else ""
-    lines.append(f"outbox     {box['pending']} rounds waiting for the collector{oldest}, "
-                 f"{box['dropped']} dropped, {box['rejected']} refused by it")
-    for key, entry in status["config"].items():
-        value = entry["value"] if entry["value"] is not None else "-"
-        note = f"  ({entry['error']})" if entry["error"] else ""
-        lines.append(f"config     {key} = {value}{note}")
-    gone = sum(1 for device in status["devices"] if not device["live"])
-    lines.append(f"devices    {len(status['devices']) - gone} live"
-                 + (f", {gone} gone (their last reading and count are kept)" if gone else ""))
-    if status["devices"]:
-        lines.append(f"  {'node':<16} {'reading':>10} {'age':>8} {'round':>7}")
-        for device in status["devices"]:
-            lines.append(
-                f"  {device['node']:<16} {device['value']:>10.2f} "
-                f"{device['age']:>7.1f}s {device['round']:>7}"
-                + ("" if device["live"] else "  gone")
-            )
-    if status["garbage_readings"]:
-        lines.append(f"garbage    {', '.join(status['garbage_readings'])} (skipped by the leader)")
-    return "\n".join(lines)
+# (setting, default): read from the command line, ZK_SENSOR_<SETTING>, the node's file.
+CONNECTION_SETTINGS = {
+    "zookeeper": "127.0.0.1:2181",
+    "namespace": "/zk-sensor",
+    "zk_auth_file": "",
+    "zk_ca_file": "",
+    "zk_cert_file": "",
+    "zk_key_file": "",
+}
 
 
 def cmd_status(zk: Zk, layout: Layout, args: argparse.Namespace) -> int:
@@ -159,27 +68,55 @@ def validated_value(key: str, value: str) -> str:
 
 
 def cmd_config_set(zk: Zk, layout: Layout, args: argparse.Namespace) -> int:
+    """A new key gets the config folder's ACL, as `acl apply` set it."""
     path = layout.config_key(args.key)
     zk.ensure_path(layout.config)
     data = args.text.encode()
     if zk.exists(path) is None:
-        zk.create(path, data)
+        zk.create(path, data, acl=zk.get_acls(layout.config)[0])
     else:
         zk.set(path, data)
     print(f"{args.key} = {args.text}")
     return 0
 
 
+def cmd_acl_apply(zk: Zk, layout: Layout, args: argparse.Namespace) -> int:
+    report = apply_acls(zk, layout, args.matrix)
+    print(f"ACLs of {layout.namespace}: {report.znodes} znodes checked, {report.changed} "
+          f"changed (operator {args.operator!r}, fleet {args.fleet!r})")
+    return 0
+
+
+def prepare_acl_apply(args: argparse.Namespace, access: ZkAccess) -> None:
+    """Both identities are read and checked before connecting: nothing is written with
+    a matrix that could lock the operator out."""
+    if access.credentials is None:
+        raise SettingsError("acl apply needs the operator's credentials: --zk-auth-file")
+    fleet = read_credentials(args.fleet_auth_file, "--fleet-auth-file")
+    try:
+        args.matrix = acl_matrix(access.credentials, fleet)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
+    args.operator, args.fleet = access.credentials.user, fleet.user
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zk-sensorctl", description="Status and config of a zk-sensor fleet."
     )
-    parser.add_argument("--zookeeper",
-                        default=os.environ.get("ZK_SENSOR_ZOOKEEPER", "127.0.0.1:2181"),
-                        help="connection string (default: $ZK_SENSOR_ZOOKEEPER or 127.0.0.1:2181)")
-    parser.add_argument("--namespace",
-                        default=os.environ.get("ZK_SENSOR_NAMESPACE", "/zk-sensor"),
-                        help="root znode of the fleet (default /zk-sensor)")
+    parser.add_argument("-c", "--config", help="a node's TOML file: ZooKeeper hosts, "
+                        "namespace, credentials and TLS files are read from it")
+    parser.add_argument("--zookeeper", help="connection string (default: "
+                        "$ZK_SENSOR_ZOOKEEPER, the node's file, or 127.0.0.1:2181)")
+    parser.add_argument("--namespace", help="root znode of the fleet (default /zk-sensor)")
+    parser.add_argument("--zk-auth-file", dest="zk_auth_file",
+                        help="file holding one line user:password (mode 0600)")
+    parser.add_argument("--zk-ca-file", dest="zk_ca_file",
+                        help="CA certificate (PEM): turns on TLS to ZooKeeper")
+    parser.add_argument("--zk-cert-file", dest="zk_cert_file",
+                        help="TLS client certificate (PEM)")
+    parser.add_argument("--zk-key-file", dest="zk_key_file",
+                        help="the key of --zk-cert-file (PEM, mode 0600)")
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="leader, devices, counter, config, last mean")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -194,25 +131,65 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("key", choices=CONFIG_KEYS)
     set_.add_argument("value")
     set_.set_defaults(handler=cmd_config_set)
+    acl = commands.add_parser("acl", help="ZooKeeper ACLs of the fleet's namespace")
+    acl_commands = acl.add_subparsers(dest="acl_command", required=True)
+    apply = acl_commands.add_parser(
+        "apply", help="create the namespace if needed and set the operator/fleet/anyone ACLs "
+        "on every znode of it (idempotent; needs the operator's --zk-auth-file)")
+    apply.add_argument("--fleet-auth-file", dest="fleet_auth_file", required=True,
+                       help="the fleet identity's credentials file (user:password, 0600)")
+    apply.set_defaults(handler=cmd_acl_apply)
     return parser
+
+
+def connection_settings(args: argparse.Namespace) -> dict[str, str]:
+    """Command line, then ZK_SENSOR_* variables, then the node's file, then defaults."""
+    from_file: dict[str, Any] = {}
+    config_file = args.config or os.environ.get("ZK_SENSOR_CONFIG")
+    if config_file:
+        try:
+            with open(config_file, "rb") as handle:
+                from_file = tomllib.load(handle)
+        except OSError as error:
+            raise SettingsError(f"cannot read {config_file}: {error.strerror}") from None
+        except tomllib.TOMLDecodeError as error:
+            raise SettingsError(f"{config_file} is not valid TOML: {error}") from None
+    chosen = {}
+    for name, default in CONNECTION_SETTINGS.items():
+        value = getattr(args, name) or os.environ.get(f"ZK_SENSOR_{name.upper()}") \
+            or from_file.get(name) or default
+        chosen[name] = str(value)
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.handler is cmd_config_set:
-        try:
+    try:
+        chosen = connection_settings(args)
+        access = zk_access(chosen["zk_auth_file"], chosen["zk_ca_file"],
+                           chosen["zk_cert_file"], chosen["zk_key_file"])
+        if args.handler is cmd_config_set:
             args.text = validated_value(args.key, args.value)
-        except InvalidValue as error:
-            print(f"zk-sensorctl: refused: {error}", file=sys.stderr)
-            return 2
-    client = KazooClient(hosts=args.zookeeper, timeout=CONNECT_TIMEOUT)
+        if args.handler is cmd_acl_apply:
+            prepare_acl_apply(args, access)
+    except (InvalidValue, SettingsError) as error:
+        print(f"zk-sensorctl: refused: {error}", file=sys.stderr)
+        return 2
+    hosts = chosen["zookeeper"]
+    client = KazooClient(hosts=hosts, timeout=CONNECT_TIMEOUT, **access.client_options())
     try:
         client.start(timeout=CONNECT_TIMEOUT)
     except ZK_ERRORS:
-        print(f"zk-sensorctl: cannot reach ZooKeeper at {args.zookeeper}", file=sys.stderr)
+        print(f"zk-sensorctl: cannot reach ZooKeeper at {hosts} ({access.describe()})",
+              file=sys.stderr)
         return 1
     try:
-        return args.handler(Zk(client, CALL_DEADLINE), Layout(args.namespace), args)
+        return args.handler(Zk(client, CALL_DEADLINE), Layout(chosen["namespace"]), args)
+    except AccessRefused as error:
+        print(f"zk-sensorctl: ZooKeeper refused this as {access.describe()} "
+              f"({error}); an operator's --zk-auth-file is needed",
+              file=sys.stderr)
+        return 2
     except ZK_ERRORS as error:
         print(f"zk-sensorctl: ZooKeeper error: {type(error).__name__} {error}".rstrip(),
               file=sys.stderr)

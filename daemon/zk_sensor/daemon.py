@@ -6,22 +6,21 @@ callback ever blocks or calls ZooKeeper, and every decision about leadership is 
 in one place, in order.
 """
 
-import argparse
 import logging
-import os
 import queue
 import signal
-import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import AuthFailedError, NoNodeError
 from kazoo.protocol.states import KazooState
 from kazoo.recipe.watchers import DataWatch
 from kazoo.retry import KazooRetry
 
+from .access import ZkAccess
+from .acl import InvalidMemberAcl, creation_acl
 from .barrier import BarrierView
 from .config_watch import LiveConfig, watch_config
 from .coordination import prepare_namespace
@@ -31,12 +30,12 @@ from .election import Election
 from .layout import Layout
 from .leader import Leader
 from .lease import timing_problem
-from .logs import setup_logging
-from .sensors import Sensor, SensorError, open_sensor
-from .settings import Settings, SettingsError, add_arguments, build_settings
+from .reader import Answer, Reader, read_deadline
+from .sensors import Sensor
+from .settings import Settings
 from .systemd import Systemd
 from .waker import Waker
-from .zk import ZK_ERRORS, Zk
+from .zk import REFUSALS, ZK_ERRORS, AccessRefused, Zk
 
 if TYPE_CHECKING:
     from .metrics import MetricsServer
@@ -48,14 +47,14 @@ RETRY_AFTER_ERROR = 1.0
 # safety net, so an idle follower wakes once a round instead of once a second.
 MAX_IDLE = 5.0
 CONNECT_BACKOFF_MAX = 5.0
-# The calls one loop step may wait for in full before it gives up as a whole: the
-# watchdog interval must cover them (checked at start), however many calls a step makes.
-STEP_DEADLINES = 3
+INVALID_ACL_RETRY = 30.0
 
 
 class Node:
-    def __init__(self, settings: Settings, sensor: Sensor, systemd: Systemd) -> None:
+    def __init__(self, settings: Settings, sensor: Sensor, systemd: Systemd,
+                 access: ZkAccess | None = None) -> None:
         self.settings = settings
+        self.access = access or ZkAccess()
         self.sensor = sensor
         self.systemd = systemd
         self.node_id = settings.node_id
@@ -65,17 +64,18 @@ class Node:
             timeout=settings.session_timeout,
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=2.0),
             command_retry=KazooRetry(max_tries=3, deadline=settings.zk_deadline),
+            **self.access.client_options(),
         )
         self.zk = Zk(self.client, settings.zk_deadline)
         self.config = LiveConfig(
             {"sampling_period": settings.sampling_period, "api_url": settings.api_url}
         )
         self.election = Election(self.zk, self.layout, self.node_id, self._wake_election)
-        self.courier = Courier(settings.http_timeout, settings.namespace, settings.api_token,
-                               self.node_id, may_deliver=self.delivery_epoch,
-                               api_url=lambda: self.config.api_url,
-                               report=self._on_delivery)
-        self.device = Device(self.zk, self.layout, self.node_id, sensor)
+        self.courier = Courier.from_settings(settings, may_deliver=self.delivery_epoch,
+                                             api_url=lambda: self.config.api_url,
+                                             report=self._on_delivery)
+        self.device = Device(self.zk, self.layout, self.node_id,
+                             Reader(sensor, self._on_reading))
         self.view = BarrierView()
         self.leader = Leader(self.zk, self.layout, self.node_id, settings.outbox_limit,
                              self.config, self.view, self.courier, settings.session_timeout,
@@ -128,6 +128,10 @@ class Node:
         """From the courier thread: the collector's answer for a round."""
         self._post("delivery", round_number, outcome, detail)
 
+    def _on_reading(self, answer: Answer) -> None:
+        """From the sensor's reader thread: a read came back (a value or its failure)."""
+        self._post("reading", answer)
+
     def request_stop(self, signum: int, _frame: object) -> None:
         """Signal handler: no logging, no locks; the loop notices and acts."""
         self.stop_signal = signum
@@ -135,7 +139,12 @@ class Node:
 
     @property
     def stopping(self) -> bool:
-        return self.stop_signal is not None
+        return self.stop_signal is not None or self.exit_code != 0
+
+    def give_up(self, exit_code: int) -> None:
+        """Stop for a reason restarting cannot fix (the caller logged it)."""
+        self.exit_code = exit_code
+        self.waker.wake()
 
     @property
     def leading(self) -> bool:
@@ -154,7 +163,10 @@ class Node:
             self.shutdown()
             return self.exit_code
         self.start_metrics()
-        self.watches = watch_config(self.client, self.layout, self._on_config)
+        try:
+            self.watches = watch_config(self.client, self.layout, self._on_config)
+        except REFUSALS as error:
+            self.refused(AccessRefused(error), "reading the config")
         while not self.stopping:
             self.waker.wait(self.next_wakeup())
             self.drain_events()
@@ -203,8 +215,7 @@ class Node:
                                  self.settings.http_timeout)
         if problem:
             log.error("%s; fix the settings or the server's min/maxSessionTimeout", problem)
-            self.exit_code = 2
-            self.stop_signal = signal.SIGTERM
+            self.give_up(2)
             return False
         self.session_timeout = negotiated
         self.leader.lease.set_session_timeout(negotiated)
@@ -219,6 +230,8 @@ class Node:
             deadlines.append(self.systemd.next_feed_due)
         if self.leader.office is not None or self.need_evaluate:
             deadlines.extend(self.leader.deadlines())
+        if self.device.deadline is not None:
+            deadlines.append(self.device.deadline)
         ahead = [deadline - now for deadline in deadlines if deadline > now]
         return min([MAX_IDLE, *ahead])
 
@@ -230,6 +243,7 @@ class Node:
             "barrier": self.on_barrier_event,
             "devices": self.on_devices_event,
             "delivery": self.on_delivery_event,
+            "reading": self.on_reading_event,
         }
         while True:
             try:
@@ -303,6 +317,12 @@ class Node:
             self.step_unguarded()
         except NoNodeError as error:
             self.lost_namespace(error)
+        except AccessRefused as error:
+            self.refused(error, "taking part in the fleet")
+        except InvalidMemberAcl as error:
+            log.error("%s at %s; creating nothing until an operator runs "
+                      "`zk-sensorctl acl apply`", error, self.layout.member_acl)
+            self.retry_at = time.monotonic() + INVALID_ACL_RETRY
         except ZK_ERRORS as error:
             log.warning("ZooKeeper call failed: %s; retrying in %.0f s",
                         one_line(error) or type(error).__name__, RETRY_AFTER_ERROR)
@@ -310,10 +330,21 @@ class Node:
         finally:
             self.zk.begin_step(None)
 
+    def refused(self, error: AccessRefused, doing: str) -> None:
+        """ZooKeeper's ACLs refuse this identity: retrying cannot help, an operator must
+        fix the credentials or the ACLs (`zk-sensorctl acl apply`)."""
+        log.error("ZooKeeper refused %s (%s) %s: %s; check zk_auth_file and the fleet's "
+                  "ACLs; exiting", self.access.describe(), error, doing,
+                  "wrong or missing credentials" if self.access.credentials is None
+                  or isinstance(error.cause, AuthFailedError) else
+                  "not allowed for this identity")
+        self.give_up(2)
+
     @property
     def step_budget(self) -> float:
         """What one step may spend waiting for ZooKeeper: within the watchdog interval
-        (less a deadline for the sensor and the rest), or else within a session."""
+        (less one deadline for the rest of the step), or else within a session. The
+        sensor is read off the loop (reader.py), so it needs no share of it."""
         interval = self.systemd.watchdog_interval
         if interval is None:
             return self.session_timeout
@@ -338,7 +369,7 @@ class Node:
         if self.need_evaluate:
             self.evaluate_leadership()
         state = self.view.state
-        if state is not None and self.device.due(state.round):
+        if state is not None:
             self.measure(state.round)
         if self.leader.step(self.link_up):
             self.need_evaluate = True
@@ -351,6 +382,7 @@ class Node:
         one write."""
         if not self.namespace_ready:
             prepare_namespace(self.zk, self.layout)
+            self.client.default_acl = creation_acl(self.zk, self.layout)
             self.namespace_ready = True
         self.device.resume_count()
         ghosts = self.election.register()
@@ -374,8 +406,18 @@ class Node:
             return
         self.need_evaluate = False
 
+    def on_reading_event(self, answer: Answer) -> None:
+        self.device.accept(answer)
+
+    @property
+    def read_timeout(self) -> float:
+        return read_deadline(self.config.sampling_period)
+
     def measure(self, round_number: int) -> None:
-        if self.device.measure(round_number) and not self.ready:
+        """Settle the awaited reading and ask for the open round's (device.py); the read
+        itself runs on the reader's thread, so this never waits for the sensor."""
+        if (self.device.measure(round_number, time.monotonic(), self.read_timeout)
+                and not self.ready):
             self.ready = True
             self.systemd.ready()
             log.info("ready: first reading published (round %d)", round_number)
@@ -447,8 +489,9 @@ class Node:
         if self.client.connected:
             try:
                 self.election.resign()
-            except ZK_ERRORS as error:
-                log.warning("could not resign cleanly: %s", one_line(error))
+            except (*ZK_ERRORS, AccessRefused) as error:
+                log.warning("could not resign cleanly: %s",
+                            one_line(error) or type(error).__name__)
             if was_leader:
                 log.info("gave up leadership")
         self.courier.stop(self.settings.http_timeout)
@@ -456,57 +499,6 @@ class Node:
             self.metrics.stop()
         self.client.stop()
         self.client.close()
-        self.sensor.close()
+        self.device.reader.close()
         self.waker.close()
         log.info("stopped; session closed")
-
-
-def check_watchdog_budget(settings: Settings, systemd: Systemd) -> None:
-    """A loop step may wait for ZooKeeper at most its budget (Node.step_budget: the
-    watchdog interval less one deadline), whatever number of calls it makes, because the
-    Zk wrapper cuts every call to what is left of it. The interval must leave room for
-    STEP_DEADLINES full deadlines, or a step could rarely finish a call on a slow server."""
-    interval = systemd.watchdog_interval
-    if interval is not None and interval < STEP_DEADLINES * settings.zk_deadline:
-        raise SettingsError(
-            f"WatchdogSec is too short: half of it ({interval:.1f} s) must cover "
-            f"{STEP_DEADLINES} ZooKeeper deadlines "
-            f"({STEP_DEADLINES * settings.zk_deadline:.1f} s); lower zk_deadline or "
-            "raise WatchdogSec"
-        )
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="zk-sensor", description="One sensor node of a ZooKeeper-coordinated fleet."
-    )
-    add_arguments(parser)
-    return parser.parse_args(argv)
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cli = {key: value for key, value in vars(args).items() if key != "config"}
-    systemd = Systemd()
-    try:
-        settings = build_settings(cli, os.environ, args.config)
-        check_watchdog_budget(settings, systemd)
-    except SettingsError as error:
-        print(f"zk-sensor: {error}", file=sys.stderr)
-        return 2
-    setup_logging(f"node {settings.node_id}", settings.log_level)
-    try:
-        sensor = open_sensor(settings)
-    except SensorError as error:
-        log.error("%s", error)
-        return 1
-    node = Node(settings, sensor, systemd)
-    signal.signal(signal.SIGTERM, node.request_stop)
-    signal.signal(signal.SIGINT, node.request_stop)
-    log.info("starting: sensor %s, ZooKeeper %s, namespace %s",
-             sensor.name, settings.zookeeper, settings.namespace)
-    return node.run()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

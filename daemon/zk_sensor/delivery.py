@@ -18,7 +18,22 @@ names one leader at the collector even for rounds inherited from a dead one.
 
 HTTP goes through the standard library's http.client on one keep-alive connection:
 requests (with urllib3, idna, charset_normalizer) would add 5.5 MB to a leader's 29 MB
-for one request per period.
+for one request per period. http.client follows no redirect, and none is followed here:
+a 3xx is retried like any answer an operator must fix, since following it would carry the
+round and the token wherever the answer points.
+
+An https:// collector must prove its name (certificate chain and host name) against
+collector_ca_file, else zk_ca_file (a deployment's one CA usually signs both), else the
+system's CAs. A failed verification, or a CA file that cannot be loaded, is a retried
+failure whose line names the URL and the reason, so fixing either side heals delivery.
+
+The live api_url is ZooKeeper's, writable by whoever may write the config, so it must not
+decide where the write token goes: the token goes only to the origin of the node's own
+settings' api_url or one of api_token_origins. With a token and a live api_url elsewhere,
+nothing is sent at all: the courier answers "retry", so the rounds stay pending (neither
+dropped nor delivered) until an operator fixes the URL or extends api_token_origins, and
+it says so once per refused URL, not once per attempt. Without a token there is nothing to
+protect and any api_url is used.
 
 Two formats: an api_url whose path ends in `/nuevo` is the seed's API and gets
 `GET ?dato=<mean>`, plus the round's key as extra parameters (`round`, `epoch`, `fleet`,
@@ -32,14 +47,17 @@ import http.client
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlencode, urlsplit
 
 from .aggregate import Aggregate
+from .settings import Settings
+from .validation import origin_of, parse_origins
 
 log = logging.getLogger("zk_sensor")
 
@@ -93,14 +111,24 @@ STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, Broken
 REPLY_LIMIT = 4096
 
 
+class CaFileError(Exception):
+    """The CA file for an https:// collector cannot be loaded; one line naming it."""
+
+
 class HttpSender:
     """One keep-alive connection to the collector's origin, opened on first use and
     replaced when the URL's origin changes or an attempt fails."""
 
-    def __init__(self, timeout: float) -> None:
+    def __init__(self, timeout: float, ca_file: str) -> None:
         self.timeout = timeout
+        self.ca_file = ca_file
+        self.tls: ssl.SSLContext | None = None
         self.connection: http.client.HTTPConnection | None = None
         self.origin: tuple[str, str, int | None] | None = None
+
+    @property
+    def trust(self) -> str:
+        return f"CA file {self.ca_file}" if self.ca_file else "the system's CAs"
 
     def send(self, request: HttpRequest) -> tuple[int, str]:
         """The status and the start of the body; raises one of HTTP_ERRORS."""
@@ -128,10 +156,25 @@ class HttpSender:
         if self.connection is not None and self.origin == (scheme, host, port):
             return True
         self.close()
-        kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        self.connection = kind(host, port, timeout=self.timeout)
+        if scheme == "https":
+            self.connection = http.client.HTTPSConnection(host, port, timeout=self.timeout,
+                                                          context=self._tls_context())
+        else:
+            self.connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
         self.origin = (scheme, host, port)
         return False
+
+    def _tls_context(self) -> ssl.SSLContext:
+        """Loaded at the first https:// connection rather than at start, so a broken CA
+        file is a retried failure that heals when the file is fixed, and a fleet that
+        delivers over http:// never needs one."""
+        if self.tls is None:
+            try:
+                self.tls = ssl.create_default_context(cafile=self.ca_file or None)
+            except OSError as error:
+                raise CaFileError(f"cannot load CA file {self.ca_file}: "
+                                  f"{tls_reason(error)}") from None
+        return self.tls
 
     def _exchange(self, method: str, target: str, body: bytes | None,
                   headers: dict[str, str]) -> tuple[int, str]:
@@ -165,11 +208,13 @@ class Courier:
     def __init__(
         self, timeout: float, fleet: str, token: str, node_id: str,
         may_deliver: Callable[[], int | None], api_url: Callable[[], str],
-        report: Callable[[int, str, str], None],
+        report: Callable[[int, str, str], None], *, token_origins: tuple[str, ...],
+        ca_file: str,
     ) -> None:
         self.timeout = timeout
         self.fleet = fleet
         self.token = token
+        self.token_origins = token_origins
         self.node_id = node_id
         self.may_deliver = may_deliver
         self.api_url = api_url
@@ -177,10 +222,22 @@ class Courier:
         self.pending: dict[int, Aggregate] = {}
         self.changed = threading.Condition()
         self.stopping = False
-        self.sender = HttpSender(timeout)
+        self.sender = HttpSender(timeout, ca_file)
         self.thread: threading.Thread | None = None
         self.failing_since: float | None = None
         self.last_failure_log = 0.0
+        self.holding: str | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, may_deliver: Callable[[], int | None],
+        api_url: Callable[[], str], report: Callable[[int, str, str], None],
+    ) -> Self:
+        """The token's origins come from local settings only, never from ZooKeeper."""
+        origins = (origin_of(settings.api_url), *parse_origins(settings.api_token_origins))
+        return cls(settings.http_timeout, settings.namespace, settings.api_token,
+                   settings.node_id, may_deliver, api_url, report, token_origins=origins,
+                   ca_file=settings.collector_ca_file or settings.zk_ca_file)
 
     def _start_once(self) -> None:
         if self.thread is None and not self.stopping:
@@ -241,7 +298,8 @@ class Courier:
                 continue
             outcome, detail = self.send(dataclasses.replace(head, epoch=epoch, leader=self.node_id))
             if outcome == "retry":
-                self.note_failure(head.round, detail, backoff)
+                if self.holding is None:
+                    self.note_failure(head.round, detail, backoff)
                 self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
@@ -255,15 +313,28 @@ class Courier:
             self.report(head.round, outcome, detail)
 
     def send(self, aggregate: Aggregate) -> tuple[str, str]:
-        request = build_request(aggregate, self.api_url(), self.fleet, self.token)
+        url = self.api_url()
+        if self.token and origin_of(url) not in self.token_origins:
+            return "retry", self.hold(url)
+        self.holding = None
+        request = build_request(aggregate, url, self.fleet, self.token)
         try:
             status, text = self.sender.send(request)
-        except HTTP_ERRORS as error:
-            reason = one_line(error)
-            named = reason.startswith(type(error).__name__)
-            return "retry", reason if named else f"{type(error).__name__}: {reason}".strip(": ")
+        except (*HTTP_ERRORS, CaFileError) as error:
+            return "retry", failure_detail(error, url, self.sender.trust)
         reason = " ".join(text.split())[:200]
         return classify(status), f"HTTP {status} {reason}".strip()
+
+    def hold(self, url: str) -> str:
+        """Logged when a refused URL first appears, not at every attempt: the fix is an
+        operator's, and the rounds wait for it in the outbox."""
+        detail = (f"api_url {url} is outside the write token's origins "
+                  f"({', '.join(self.token_origins)}); holding rounds until an operator "
+                  "fixes it or adds it to api_token_origins")
+        if url != self.holding:
+            log.error("%s", detail)
+            self.holding = url
+        return detail
 
     def note_failure(self, round_number: int, detail: str, backoff: float) -> None:
         """One line when the collector starts failing, then one a minute: not one per try."""
@@ -281,6 +352,26 @@ class Courier:
             log.warning("collector reachable again after %.0f s; delivering %d pending rounds",
                         time.monotonic() - self.failing_since, len(self.pending))
             self.failing_since = None
+
+
+def failure_detail(error: Exception, url: str, trust: str) -> str:
+    """One line for a failed attempt. TLS failures name the URL and what was trusted,
+    since the fix may be on either side: the collector's certificate or this node's CA."""
+    if isinstance(error, CaFileError):
+        return str(error)
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"{url}: certificate not trusted ({error.verify_message}), checked against {trust}"
+    if isinstance(error, ssl.SSLError):
+        return f"{url}: TLS failed: {tls_reason(error)}"
+    reason = one_line(error)
+    named = reason.startswith(type(error).__name__)
+    return reason if named else f"{type(error).__name__}: {reason}".strip(": ")
+
+
+def tls_reason(error: OSError) -> str:
+    """OpenSSL's words without its bracketed code and C source position."""
+    text = " ".join(str(error).split())
+    return re.sub(r"^\[[^]]*\] *| *\(_ssl\.c:\d+\)$", "", text) or type(error).__name__
 
 
 def one_line(error: Exception) -> str:

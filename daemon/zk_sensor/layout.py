@@ -63,5 +63,11 @@ class Layout:
     def outbox_round(self, round_number: int) -> str:
         return f"{self.outbox}/{round_number:012d}"
 
+    @property
+    def member_acl(self) -> str:
+        """The ACL nodes give the znodes they create, written by `zk-sensorctl acl apply`
+        (ZooKeeper shows a node the digests of an ACL only with ADMIN rights)."""
+        return f"{self.namespace}/member-acl"
+
     def persistent_dirs(self) -> tuple[str, ...]:
         return (self.config, self.readings, self.election, self.counter, self.outbox)

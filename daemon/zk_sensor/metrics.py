@@ -1,15 +1,26 @@
 """Prometheus metrics of one node, served from a thread that only reads the loop's
-counters (never ZooKeeper), so scraping can not disturb the fleet."""
+counters (never ZooKeeper), so scraping can not disturb the fleet.
+
+The daemon imports this module only when `metrics_port` is set: prometheus_client costs
+a node resident memory, which a node serving no metrics must not pay."""
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     from .daemon import Node
 
 Sample = tuple[str, str, str, float]
+# What generate_latest writes; newer prometheus_client releases moved CONTENT_TYPE_LATEST
+# to the 1.0.0 format, which generate_latest does not write.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
 
 
 def node_samples(node: "Node") -> list[Sample]:
@@ -44,25 +55,42 @@ def node_samples(node: "Node") -> list[Sample]:
     ]
 
 
-def render(samples: list[Sample]) -> bytes:
-    """(name, type, help, value) → the text exposition format."""
-    lines = []
-    for name, kind, text, value in samples:
-        lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}", f"{name} {value:g}"]
-    return ("\n".join(lines) + "\n").encode()
+class NodeCollector(Collector):
+    """Builds the families afresh on each scrape, so they can never drift from the loop's
+    state (nothing to update from the loop, no lock to share with it)."""
+
+    def __init__(self, samples: Callable[[], list[Sample]]) -> None:
+        self.samples = samples
+
+    def collect(self) -> Iterator[Metric]:
+        for name, kind, text, value in self.samples():
+            yield FAMILIES[kind](name, text, value=value)
+
+
+def node_registry(samples: Callable[[], list[Sample]]) -> CollectorRegistry:
+    """The node's own registry, not the global one: nothing else in the process may add
+    to what a node exports. The process metrics show each node's resident memory, a
+    tracked target, in the dashboards; they read only /proc, and the library is loaded
+    anyway."""
+    registry = CollectorRegistry()
+    registry.register(NodeCollector(samples))
+    ProcessCollector(registry=registry)
+    return registry
 
 
 class MetricsServer:
     def __init__(self, host: str, port: int,
                  samples: Callable[[], list[Sample]]) -> None:
+        registry = node_registry(samples)
+
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path != "/metrics":
                     self.send_error(404)
                     return
-                body = render(samples())
+                body = generate_latest(registry)
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Type", CONTENT_TYPE)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

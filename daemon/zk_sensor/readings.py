@@ -1,9 +1,13 @@
-"""Readings: one ephemeral znode per device, and the leader's pipelined collection of them.
+"""Readings: one persistent znode per device, and the leader's batched collection of them.
 
 A reading's payload is JSON: the value, when it was taken, the round it belongs to (so
 the leader can tell this round's readings from those of a device that fell behind), and
 the node's measurement count so far, which makes the reading the counter's freshest
-record (see counter.py) without a second write per round.
+record (see counter.py) without a second write per round. Two optional fields came
+later and decode to their old meaning when absent, so readings written by earlier
+releases still decode: `failures`, the node's failed reads so far, and `"clock":
+"unsynced"` on a reading whose `taken_at` came from a wall clock NTP had not yet
+synchronised (clock.py).
 """
 
 import json
@@ -22,11 +26,23 @@ class Reading:
     taken_at: float
     round: int
     count: int = 0
+    failures: int = 0
+    clock_synced: bool = True
 
 
-def encode_reading(value: float, taken_at: float, round_number: int, count: int) -> bytes:
-    return json.dumps({"value": value, "taken_at": taken_at, "round": round_number,
-                       "count": count}, separators=(",", ":")).encode()
+def encode_reading(value: float, taken_at: float, round_number: int, count: int,
+                   failures: int = 0, clock_synced: bool = True) -> bytes:
+    payload: dict[str, float | int | str] = {
+        "value": value, "taken_at": taken_at, "round": round_number, "count": count,
+        "failures": failures}
+    if not clock_synced:
+        payload["clock"] = "unsynced"
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def encode(reading: Reading) -> bytes:
+    return encode_reading(reading.value, reading.taken_at, reading.round, reading.count,
+                          reading.failures, reading.clock_synced)
 
 
 def decode_reading(node: str, data: bytes) -> Reading:
@@ -37,12 +53,15 @@ def decode_reading(node: str, data: bytes) -> Reading:
         taken_at = float(payload["taken_at"])
         round_number = int(payload["round"])
         count = max(int(payload.get("count", 0)), 0)
+        failures = max(int(payload.get("failures", 0)), 0)
+        clock_synced = payload.get("clock") != "unsynced"
     except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
             AttributeError, OverflowError) as error:
         raise ValueError(f"malformed reading payload: {error}") from None
     if not (math.isfinite(value) and math.isfinite(taken_at)):
         raise ValueError("reading is not a finite number")
-    return Reading(node=node, value=value, taken_at=taken_at, round=round_number, count=count)
+    return Reading(node=node, value=value, taken_at=taken_at, round=round_number, count=count,
+                   failures=failures, clock_synced=clock_synced)
 
 
 @dataclass

@@ -5,15 +5,27 @@ the local ones here are only the start-up defaults until ZooKeeper says otherwis
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .sensors.catalog import BUILTIN, check_sensor_settings
 from .sources import SettingsError, layered
-from .validation import InvalidValue, parse_api_url, parse_node_id, parse_sampling_period
+from .validation import (
+    InvalidValue,
+    parse_api_url,
+    parse_node_id,
+    parse_origins,
+    parse_sampling_period,
+)
 
 ENV_PREFIX = "ZK_SENSOR_"
-SENSOR_DRIVERS = ("simulated", "mcp3008", "loadavg", "disk")
+# Sensor settings sources.py leaves as text (it coerces to int and float only).
+SENSOR_FLAGS = ("sensor_differential",)
+SENSOR_OPTIONAL_NUMBERS = ("sensor_vref", "sensor_min", "sensor_max")
+FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+              "false": False, "no": False, "off": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -29,10 +41,25 @@ class Settings:
     sensor_offset: float = 0.0
     pin_factory: str = "lgpio"
     disk_path: str = "/"
+    sensor_differential: bool = False
+    sensor_vref: float | None = None
+    sensor_pin: str = ""
+    sensor_trigger_pin: str = ""
+    sensor_echo_pin: str = ""
+    sensor_file: str = "/sys/class/thermal/thermal_zone0/temp"
+    w1_device: str = ""
+    sensor_min: float | None = None
+    sensor_max: float | None = None
     session_timeout: float = 10.0
     zk_deadline: float = 2.0
     http_timeout: float = 3.0
     api_token: str = ""
+    api_token_origins: str = ""
+    collector_ca_file: str = ""
+    zk_auth_file: str = ""
+    zk_ca_file: str = ""
+    zk_cert_file: str = ""
+    zk_key_file: str = ""
     outbox_limit: int = 1000
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
@@ -48,10 +75,11 @@ def _check(settings: Settings) -> Settings:
         node_id = parse_node_id(settings.node_id)
         parse_sampling_period(str(settings.sampling_period))
         parse_api_url(settings.api_url)
+        parse_origins(settings.api_token_origins)
     except InvalidValue as error:
         raise SettingsError(str(error)) from None
-    if settings.sensor not in SENSOR_DRIVERS:
-        raise SettingsError(f"sensor {settings.sensor!r} is not one of {', '.join(SENSOR_DRIVERS)}")
+    settings = _sensor_types(settings)
+    check_sensor_settings(settings)
     if not settings.namespace.startswith("/") or settings.namespace.endswith("/"):
         raise SettingsError(
             f"namespace {settings.namespace!r} must start with '/' and not end with it"
@@ -71,9 +99,44 @@ def _check(settings: Settings) -> Settings:
             "a session after its last contact with ZooKeeper, and a delivery it starts must "
             "end before its session could expire"
         )
+    if bool(settings.zk_cert_file) != bool(settings.zk_key_file):
+        raise SettingsError("zk_cert_file and zk_key_file go together: set both or neither")
+    if settings.zk_cert_file and not settings.zk_ca_file:
+        raise SettingsError("zk_cert_file needs zk_ca_file: TLS to ZooKeeper is on only when "
+                            "zk_ca_file names the CA that signed the servers' certificates")
     if settings.outbox_limit < 1:
         raise SettingsError("outbox_limit must be at least 1")
     return dataclasses.replace(settings, node_id=node_id)
+
+
+def _sensor_types(settings: Settings) -> Settings:
+    return dataclasses.replace(
+        settings,
+        **{name: _flag(name, getattr(settings, name)) for name in SENSOR_FLAGS},
+        **{name: _optional_number(name, getattr(settings, name))
+           for name in SENSOR_OPTIONAL_NUMBERS},
+    )
+
+
+def _flag(name: str, raw: object) -> bool:
+    """TOML's true arrives as "True", an environment variable as anything people write."""
+    try:
+        return FLAG_WORDS[str(raw).strip().lower()]
+    except KeyError:
+        raise SettingsError(f"setting {name}={raw!r} is not true or false") from None
+
+
+def _optional_number(name: str, raw: object) -> float | None:
+    """Unset is None; an empty value (ZK_SENSOR_SENSOR_MIN=) unsets one from the file."""
+    if raw is None or str(raw).strip() == "":
+        return None
+    try:
+        value = float(str(raw))
+    except ValueError:
+        raise SettingsError(f"setting {name}={raw!r} is not a number") from None
+    if not math.isfinite(value):
+        raise SettingsError(f"setting {name}={raw!r} is not a finite number")
+    return value
 
 
 def build_settings(
@@ -92,15 +155,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="seconds; used until /config/sampling_period is set")
     parser.add_argument("--api-url", dest="api_url",
                         help="collector URL; used until /config/api_url is set")
-    parser.add_argument("--sensor", choices=SENSOR_DRIVERS, help="sensor driver")
+    parser.add_argument("--sensor",
+                        help=f"sensor driver: {', '.join(BUILTIN)}, or a plug-in's name")
     parser.add_argument("--sensor-channel", dest="sensor_channel", type=int,
-                        help="MCP3008 channel 0-7")
+                        help="MCP3xxx input channel, 0 up to the chip's channels less one")
     parser.add_argument("--sensor-scale", dest="sensor_scale", type=float,
-                        help="MCP3008: reading = value(0..1) * scale + offset")
+                        help="reading = value * scale + offset (all but simulated, loadavg, "
+                             "disk)")
     parser.add_argument("--sensor-offset", dest="sensor_offset", type=float)
     parser.add_argument("--pin-factory", dest="pin_factory",
                         help="gpiozero pin factory for real hardware (lgpio, rpigpio, pigpio)")
     parser.add_argument("--disk-path", dest="disk_path", help="filesystem for the disk sensor")
+    parser.add_argument("--sensor-differential", dest="sensor_differential",
+                        action=argparse.BooleanOptionalAction,
+                        help="MCP3xxx: read the channel against its pair instead of ground")
+    parser.add_argument("--sensor-vref", dest="sensor_vref", type=float,
+                        help="MCP3xxx: volts on VREF; the value read becomes the input's volts")
+    parser.add_argument("--sensor-pin", dest="sensor_pin",
+                        help="light: the LDR and capacitor's pin (17, GPIO17, BOARD11)")
+    parser.add_argument("--sensor-trigger-pin", dest="sensor_trigger_pin",
+                        help="distance: the HC-SR04's TRIG pin")
+    parser.add_argument("--sensor-echo-pin", dest="sensor_echo_pin",
+                        help="distance: the HC-SR04's ECHO pin (through a voltage divider)")
+    parser.add_argument("--sensor-file", dest="sensor_file",
+                        help="cpu_temperature: the thermal zone's sysfs file")
+    parser.add_argument("--w1-device", dest="w1_device",
+                        help="ds18b20: the sensor's directory, /sys/bus/w1/devices/28-...")
+    parser.add_argument("--sensor-min", dest="sensor_min", type=float,
+                        help="a reading below is refused as a failed reading")
+    parser.add_argument("--sensor-max", dest="sensor_max", type=float,
+                        help="a reading above is refused as a failed reading")
     parser.add_argument("--session-timeout", dest="session_timeout", type=float)
     parser.add_argument("--zk-deadline", dest="zk_deadline", type=float,
                         help="seconds any single ZooKeeper call may take")
@@ -111,5 +195,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address for the metrics port (default 127.0.0.1)")
     parser.add_argument("--outbox-limit", dest="outbox_limit", type=int,
                         help="rounds kept for the collector before the oldest is dropped")
+    parser.add_argument("--zk-auth-file", dest="zk_auth_file",
+                        help="file holding one line user:password for ZooKeeper (mode 0600)")
+    parser.add_argument("--zk-ca-file", dest="zk_ca_file",
+                        help="CA certificate (PEM): turns on TLS to ZooKeeper")
+    parser.add_argument("--zk-cert-file", dest="zk_cert_file",
+                        help="this node's TLS client certificate (PEM)")
+    parser.add_argument("--zk-key-file", dest="zk_key_file",
+                        help="the key of zk_cert_file (PEM, mode 0600)")
+    parser.add_argument("--collector-ca-file", dest="collector_ca_file",
+                        help="CA certificate (PEM) of an https:// collector "
+                             "(default: zk_ca_file, then the system's CAs)")
+    parser.add_argument("--api-token-origins", dest="api_token_origins",
+                        help="comma-separated scheme://host[:port] besides api_url's own "
+                             "that may receive api_token")
     parser.add_argument("--log-level", dest="log_level",
                         choices=("debug", "info", "warning", "error"))

@@ -52,6 +52,30 @@ def parse_api_url(text: str) -> str:
     return url
 
 
+def origin_of(url: str) -> str:
+    """scheme://host:port of a URL, the port made explicit, for comparing destinations."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}:{port}"
+
+
+def parse_origins(text: str) -> tuple[str, ...]:
+    """A comma-separated list of scheme://host[:port], each normalised by origin_of."""
+    origins = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        url = parse_api_url(item)
+        parts = urlsplit(url)
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise InvalidValue(f"origin {item!r} must be scheme://host[:port], without a path")
+        origins.append(origin_of(url))
+    return tuple(origins)
+
+
 def parse_node_id(text: str) -> str:
     node_id = str(text).strip()
     if not NODE_ID_PATTERN.match(node_id):

@@ -18,7 +18,9 @@ from typing import Any
 from kazoo.client import KazooClient, TransactionRequest
 from kazoo.exceptions import (
     EXCEPTIONS,
+    AuthFailedError,
     KazooException,
+    NoAuthError,
     NodeExistsError,
     NoNodeError,
     RolledBackError,
@@ -35,6 +37,7 @@ from kazoo.protocol.serialization import (
     stat_struct,
 )
 from kazoo.protocol.states import ZnodeStat
+from kazoo.security import ACL
 
 ZK_ERRORS: tuple[type[Exception], ...] = (KazooException, KazooTimeoutError)
 # Paths per multiRead request: about 50 KB asked, 200 KB answered for readings, far below
@@ -94,6 +97,27 @@ class StepBudgetSpent(KazooTimeoutError):
     """Raised before sending: the call was never made."""
 
 
+class AccessRefused(Exception):
+    """ZooKeeper refused this identity (NoAuth, or its credentials). Deliberately not a
+    KazooException: every handler of failed or unknown outcomes catches those, and a
+    refusal is neither: retrying cannot help, an operator must fix credentials or ACLs."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(type(cause).__name__)
+        self.cause = cause
+
+
+REFUSALS = (NoAuthError, AuthFailedError)
+
+
+def wait(result: Any, timeout: float) -> Any:
+    """The answer of an asynchronous call, a refusal turned into AccessRefused."""
+    try:
+        return result.get(timeout=timeout)
+    except REFUSALS as error:
+        raise AccessRefused(error) from error
+
+
 @dataclass
 class Zk:
     client: KazooClient
@@ -134,11 +158,11 @@ class Zk:
 
     def get(self, path: str, watch: Any = None) -> tuple[bytes, ZnodeStat]:
         timeout = self.timeout()
-        return self.client.get_async(path, watch=watch).get(timeout=timeout)
+        return wait(self.client.get_async(path, watch=watch), timeout)
 
     def children(self, path: str, watch: Any = None) -> list[str]:
         timeout = self.timeout()
-        return self.client.get_children_async(path, watch=watch).get(timeout=timeout)
+        return wait(self.client.get_children_async(path, watch=watch), timeout)
 
     def children_or_none(self, path: str) -> list[str]:
         """Children of a folder that may not exist yet (a fleet that never started)."""
@@ -149,7 +173,7 @@ class Zk:
 
     def exists(self, path: str, watch: Any = None) -> ZnodeStat | None:
         timeout = self.timeout()
-        return self.client.exists_async(path, watch=watch).get(timeout=timeout)
+        return wait(self.client.exists_async(path, watch=watch), timeout)
 
     def synced_exists(self, path: str) -> ZnodeStat | None:
         """`exists` as the quorum stands: the server this session talks to may be a
@@ -159,16 +183,17 @@ class Zk:
         timeout = self.timeout()
         synced = self.client.sync_async(path)
         answer = self.client.exists_async(path)
-        synced.get(timeout=timeout)
-        return answer.get(timeout=timeout)
+        wait(synced, timeout)
+        return wait(answer, timeout)
 
     def create(
-        self, path: str, value: bytes = b"", *, ephemeral: bool = False, sequence: bool = False
+        self, path: str, value: bytes = b"", *, ephemeral: bool = False, sequence: bool = False,
+        acl: list[ACL] | None = None,
     ) -> str:
         timeout = self.timeout()
-        return self.client.create_async(
-            path, value, ephemeral=ephemeral, sequence=sequence
-        ).get(timeout=timeout)
+        return wait(self.client.create_async(
+            path, value, acl=acl, ephemeral=ephemeral, sequence=sequence
+        ), timeout)
 
     def create_if_missing(self, path: str, value: bytes = b"") -> bool:
         """A read first: a create that fails on an existing znode still costs the quorum a
@@ -183,19 +208,31 @@ class Zk:
 
     def ensure_path(self, path: str) -> None:
         timeout = self.timeout()
-        self.client.ensure_path_async(path).get(timeout=timeout)
+        wait(self.client.ensure_path_async(path), timeout)
 
     def set(self, path: str, value: bytes, version: int = -1) -> ZnodeStat:
         timeout = self.timeout()
-        return self.client.set_async(path, value, version=version).get(timeout=timeout)
+        return wait(self.client.set_async(path, value, version=version), timeout)
 
     def delete(self, path: str, version: int = -1) -> None:
         timeout = self.timeout()
-        self.client.delete_async(path, version=version).get(timeout=timeout)
+        wait(self.client.delete_async(path, version=version), timeout)
+
+    def get_acls(self, path: str) -> tuple[list[ACL], ZnodeStat]:
+        timeout = self.timeout()
+        return wait(self.client.get_acls_async(path), timeout)
+
+    def set_acls(self, path: str, acls: list[ACL]) -> ZnodeStat:
+        timeout = self.timeout()
+        return wait(self.client.set_acls_async(path, acls), timeout)
 
     def commit(self, transaction: TransactionRequest) -> list[Any]:
         timeout = self.timeout()
-        return transaction.commit_async().get(timeout=timeout)
+        results = wait(transaction.commit_async(), timeout)
+        refusal = next((item for item in results if isinstance(item, REFUSALS)), None)
+        if refusal is not None:
+            raise AccessRefused(refusal)
+        return results
 
     def get_many(self, paths: Iterable[str]) -> dict[str, tuple[bytes, ZnodeStat] | None]:
         """Read many znodes with multiRead requests sent back to back; a znode that
@@ -207,10 +244,12 @@ class Zk:
         pending = [(batch, self._multi_read(batch)) for batch in batches]
         results: dict[str, tuple[bytes, ZnodeStat] | None] = {}
         for batch, future in pending:
-            answers = future.get(timeout=max(0.0, give_up_at - time.monotonic()))
+            answers = wait(future, max(0.0, give_up_at - time.monotonic()))
             for path, answer in zip(batch, answers, strict=True):
                 if isinstance(answer, NoNodeError):
                     results[path] = None
+                elif isinstance(answer, REFUSALS):
+                    raise AccessRefused(answer)
                 elif isinstance(answer, Exception):
                     raise answer
                 else:

@@ -18,6 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+from prometheus_client import generate_latest
+
+from ..metrics import CONTENT_TYPE
+from .metrics import collector_registry
 from .page import render_page
 from .store import Outcome, Round, Store
 
@@ -149,6 +153,7 @@ class Collector:
         self.token = token
         self.hostname = socket.gethostname()
         self.outcomes: Counter[str] = Counter()
+        self.registry = collector_registry(self.outcomes, store)
         self.routes: dict[tuple[str, str], Callable[[dict[str, Any]], Reply]] = {
             ("GET", "/"): self.page,
             ("GET", "/nuevo"): self.seed_delivery,
@@ -244,28 +249,7 @@ class Collector:
         return json_reply("200 OK", {"status": "ok"})
 
     def metrics(self, _environ: dict[str, Any]) -> Reply:
-        summary = self.store.summary()
-        lines = [
-            "# HELP zk_collector_deliveries_total Write requests by outcome.",
-            "# TYPE zk_collector_deliveries_total counter",
-            *(f'zk_collector_deliveries_total{{outcome="{name}"}} {self.outcomes[name]}'
-              for name in ("stored", "duplicate", "stale_epoch", "refused", "unauthorized")),
-            "# HELP zk_collector_rounds Rounds stored.",
-            "# TYPE zk_collector_rounds gauge",
-            f"zk_collector_rounds {summary['rounds']}",
-        ]
-        last = summary["last"]
-        if last:
-            lines += [
-                "# HELP zk_collector_last_mean Mean of the newest stored round.",
-                "# TYPE zk_collector_last_mean gauge",
-                f"zk_collector_last_mean {last['mean']!r}",
-                "# HELP zk_collector_last_received_timestamp_seconds When it arrived.",
-                "# TYPE zk_collector_last_received_timestamp_seconds gauge",
-                f"zk_collector_last_received_timestamp_seconds {last['received_at']!r}",
-            ]
-        return Reply("200 OK", ("\n".join(lines) + "\n").encode(),
-                     "text/plain; version=0.0.4; charset=utf-8")
+        return Reply("200 OK", generate_latest(self.registry), CONTENT_TYPE)
 
     def page(self, _environ: dict[str, Any]) -> Reply:
         return Reply("200 OK", render_page(self.hostname).encode(), "text/html; charset=utf-8")

@@ -1,16 +1,25 @@
-"""zk-collector's command line: settings, the SQLite store and waitress (a production
-WSGI server, pure Python, so it runs the same on a Pi as on a VM)."""
+"""zk-collector's command line: settings, the SQLite store and cheroot (CherryPy's
+production WSGI server, pure Python, so it runs the same on a Pi as on a VM).
+
+cheroot serves plain HTTP and, with `cert_file` and `key_file`, HTTPS only, through one
+server path; waitress, used before, has no TLS at all.
+"""
 
 import argparse
 import logging
 import os
 import signal
+import socket
+import ssl
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
-from waitress.server import create_server
+from cheroot.server import HTTPConnection
+from cheroot.ssl.builtin import BuiltinSSLAdapter
+from cheroot.wsgi import Server
 
 from ..sources import SettingsError, layered
 from .app import Collector
@@ -18,6 +27,11 @@ from .store import Store
 
 ENV_PREFIX = "ZK_COLLECTOR_"
 log = logging.getLogger("zk_collector")
+# Seconds a connection may stay silent (a TLS handshake, a request, an idle keep-alive)
+# before its worker thread gives it up.
+CONNECTION_TIMEOUT = 10
+# Seconds SIGTERM waits for requests in flight.
+SHUTDOWN_TIMEOUT = 5
 
 
 @dataclass(frozen=True)
@@ -26,6 +40,8 @@ class CollectorSettings:
     db: str = "zk-collector.sqlite3"
     token: str = ""
     token_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
     threads: int = 4
     log_level: str = "info"
 
@@ -54,6 +70,99 @@ def read_token(settings: CollectorSettings) -> str | None:
     return settings.token or None
 
 
+def tls_context(settings: CollectorSettings) -> ssl.SSLContext | None:
+    """Loaded before binding, so a missing, unreadable or mismatched file stops the
+    collector with one line at start instead of failing every handshake later."""
+    if bool(settings.cert_file) != bool(settings.key_file):
+        raise SettingsError("cert_file and key_file go together: set both or neither")
+    if not settings.cert_file:
+        return None
+    for name in ("cert_file", "key_file"):
+        path = getattr(settings, name)
+        try:
+            Path(path).read_bytes()
+        except OSError as error:
+            raise SettingsError(f"cannot read {name} {path}: {error.strerror}") from None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(settings.cert_file, settings.key_file)
+    except (OSError, ValueError) as error:
+        raise SettingsError(f"cert_file {settings.cert_file} and key_file {settings.key_file} "
+                            f"are not a PEM certificate and its key: {error}") from None
+    return context
+
+
+class LazyHandshake(BuiltinSSLAdapter):
+    """Leaves the TLS handshake to the connection's worker thread.
+
+    cheroot's own adapter shakes hands on its accept loop, so one client that connects
+    and says nothing stalls every other connection for CONNECTION_TIMEOUT (cheroot issue
+    748); here it holds one worker, as a silent plain-HTTP client does.
+    """
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        # BuiltinSSLAdapter.__init__ would load the files again and shake hands with
+        # itself over a socket pair to fill SSL_SERVER_* variables the app never reads.
+        self.context = context
+
+    def wrap(self, sock: socket.socket) -> tuple[ssl.SSLSocket, dict[str, str]]:
+        wrapped = self.context.wrap_socket(sock, server_side=True,
+                                           do_handshake_on_connect=False)
+        return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+
+class Connection(HTTPConnection):
+    """Finishes a TLS handshake, in its worker thread, before the first request."""
+
+    handshaken = False
+
+    def communicate(self) -> bool:
+        if isinstance(self.socket, ssl.SSLSocket) and not self.handshaken:
+            try:
+                self.socket.do_handshake()
+            except OSError as error:
+                # Closing, not answering 400 to plain HTTP: a daemon pointed at http://
+                # by mistake must retry its round, and it would drop one refused 400.
+                log.warning("TLS handshake with %s failed: %s", self.remote_addr,
+                            " ".join(str(error).split()) or type(error).__name__)
+                return False
+            self.handshaken = True
+        return super().communicate()
+
+
+class CollectorServer(Server):
+    ConnectionClass = Connection
+
+    def error_log(self, msg: str = "", level: int = logging.INFO,
+                  traceback: bool = False) -> None:
+        """cheroot writes its complaints to stderr raw; the journal wants our format."""
+        log.log(level, "%s", msg, exc_info=traceback)
+
+    @classmethod
+    def prepare_socket(cls, bind_addr: Any, family: int, type: int, proto: int,
+                       nodelay: bool, ssl_adapter: Any,
+                       reuse_port: bool = False) -> socket.socket:
+        """SO_REUSEADDR on port 0 too (cheroot sets it only for a fixed port): the
+        accepted connections inherit it, and a restart on the port the collector had must
+        not fail while an old connection lingers in FIN_WAIT2 (a client's keep-alive end
+        not yet closed), as when a collector started on port 0 is brought back."""
+        sock = super().prepare_socket(bind_addr, family, type, proto, nodelay, ssl_adapter,
+                                      reuse_port)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        return sock
+
+
+def build_server(app: Collector, host: str, port: int, threads: int,
+                 tls: ssl.SSLContext | None) -> CollectorServer:
+    server = CollectorServer((host, port), app, numthreads=threads, max=threads,
+                             # cheroot's default backlog of 5 refuses a burst of clients
+                             request_queue_size=socket.SOMAXCONN,
+                             timeout=CONNECTION_TIMEOUT, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    if tls is not None:
+        server.ssl_adapter = LazyHandshake(tls)
+    return server
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="zk-collector", description="Receives, keeps and shows the fleet's aggregates.")
@@ -62,6 +171,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", help="SQLite file (default ./zk-collector.sqlite3)")
     parser.add_argument("--token-file", dest="token_file",
                         help="file holding the bearer token that writes must carry")
+    parser.add_argument("--cert-file", dest="cert_file",
+                        help="TLS certificate (PEM, chain after it): serve HTTPS only")
+    parser.add_argument("--key-file", dest="key_file",
+                        help="the key of cert_file (PEM, mode 0600)")
     parser.add_argument("--threads", type=int, help="request threads (default 4)")
     parser.add_argument("--log-level", dest="log_level",
                         choices=("debug", "info", "warning", "error"))
@@ -75,28 +188,31 @@ def main(argv: list[str] | None = None) -> int:
         settings = layered(CollectorSettings, ENV_PREFIX, cli, os.environ, args.config)
         host, port = split_listen(settings.listen)
         token = read_token(settings)
+        tls = tls_context(settings)
     except SettingsError as error:
         print(f"zk-collector: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)-7s zk-collector: %(message)s")
-    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     store = Store(Path(settings.db))
-    server = create_server(Collector(store, token), host=host, port=port,
-                           threads=settings.threads, ident="zk-collector")
+    server = build_server(Collector(store, token), host, port, settings.threads, tls)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    log.info("serving on http://%s:%s/ (database %s, writes %s)", host, server.effective_port,
-             settings.db, "need a bearer token" if token else "open")
     try:
-        server.run()
+        server.prepare()
+        bound_host, bound_port = server.bind_addr
+        log.info("serving on %s://%s:%s/ (database %s, writes %s)",
+                 "https" if tls else "http", f"[{bound_host}]" if ":" in bound_host
+                 else bound_host, bound_port, settings.db,
+                 "need a bearer token" if token else "open")
+        server.serve()
     except (KeyboardInterrupt, SystemExit):
         pass
     finally:
-        server.close()
+        server.stop()
         store.close()
         log.info("stopped")
     return 0

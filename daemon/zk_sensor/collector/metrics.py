@@ -1,0 +1,46 @@
+"""The collector's Prometheus metrics, read from its counters and its store at each scrape
+so they can not drift from what the API answers."""
+
+from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from .store import Store
+
+# Every outcome is exported from the start, at 0, so a rate() over it has no gap.
+OUTCOMES = ("stored", "duplicate", "stale_epoch", "refused", "unauthorized")
+
+
+class DeliveryCollector(Collector):
+    def __init__(self, outcomes: Counter[str], store: Store) -> None:
+        self.outcomes = outcomes
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        deliveries = CounterMetricFamily("zk_collector_deliveries_total",
+                                         "Write requests by outcome.", labels=["outcome"])
+        for outcome in OUTCOMES:
+            deliveries.add_metric([outcome], self.outcomes[outcome])
+        yield deliveries
+        summary = self.store.summary()
+        yield GaugeMetricFamily("zk_collector_rounds", "Rounds stored.", value=summary["rounds"])
+        last = summary["last"]
+        if last:
+            yield GaugeMetricFamily("zk_collector_last_mean",
+                                    "Mean of the newest stored round.", value=last["mean"])
+            yield GaugeMetricFamily("zk_collector_last_received_timestamp_seconds",
+                                    "When it arrived.", value=last["received_at"])
+
+
+def collector_registry(outcomes: Counter[str], store: Store) -> CollectorRegistry:
+    """A registry of the collector's own, not the global one, so that each Collector (tests
+    build many in one process) exports only itself. The process and platform metrics
+    show the collector's memory, CPU, open files and Python version for free."""
+    registry = CollectorRegistry()
+    registry.register(DeliveryCollector(outcomes, store))
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry

@@ -1,0 +1,34 @@
+"""Sensor drivers: built-in ones (one module per family) and plug-ins registered by
+installed packages under the entry-point group `zk_sensor.sensors`.
+
+Each driver's library is imported only when that driver is opened: gpiozero alone is
+about a fifth of a node's resident memory, and a DS18B20 or plug-in node never needs it.
+"""
+
+from typing import Any
+
+from .base import Sensor, SensorError, SensorUnavailable, take_reading
+from .loader import open_sensor, read_once
+
+__all__ = [
+    "SIMULATED_HIGH",
+    "SIMULATED_LOW",
+    "Sensor",
+    "SensorError",
+    "SensorUnavailable",
+    "SimulatedSensor",
+    "open_sensor",
+    "read_once",
+    "take_reading",
+]
+
+LAZY_FROM_SIMULATED = ("SimulatedSensor", "SIMULATED_LOW", "SIMULATED_HIGH")
+
+
+def __getattr__(name: str) -> Any:
+    """The simulation's names, imported (with gpiozero) only when asked for."""
+    if name in LAZY_FROM_SIMULATED:
+        from . import simulated
+
+        return getattr(simulated, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

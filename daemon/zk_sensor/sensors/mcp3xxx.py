@@ -1,0 +1,55 @@
+"""Microchip MCP3xxx SPI ADCs (10, 12 and 13 bits) through gpiozero's own classes.
+
+On the hardware SPI pins gpiozero uses the kernel's SPI device (dtparam=spi=on): with
+the lgpio factory through lgpio itself, with rpigpio or native through spidev. Without
+it gpiozero bit-bangs the bus, slower but correct, and says so in the log.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import gpiozero
+from gpiozero.pins import Factory
+
+from .catalog import MCP3XXX_CHANNELS
+from .pins import forget_pin_history, hardware_pin_factory, warnings_logged
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+
+class Mcp3xxxSensor:
+    """value (0..1, -1..1 when differential) * scale + offset, or, with sensor_vref set,
+    the input's voltage * scale + offset."""
+
+    def __init__(self, settings: Settings, factory: Factory) -> None:
+        self.name = settings.sensor
+        self.factory = factory
+        options: dict[str, object] = {}
+        if MCP3XXX_CHANNELS[self.name] > 1:
+            options.update(channel=settings.sensor_channel,
+                           differential=settings.sensor_differential)
+        if settings.sensor_vref is not None:
+            options.update(max_voltage=settings.sensor_vref)
+        chip = getattr(gpiozero, self.name.upper())
+        with warnings_logged(self.name):
+            self.adc = chip(**options, pin_factory=factory)
+        self.in_volts = settings.sensor_vref is not None
+        self.scale = settings.sensor_scale
+        self.offset = settings.sensor_offset
+
+    def read(self) -> float:
+        try:
+            level = self.adc.voltage if self.in_volts else self.adc.value
+            return level * self.scale + self.offset
+        finally:
+            forget_pin_history(self.factory)
+
+    def close(self) -> None:
+        self.adc.close()
+        self.factory.close()
+
+
+def open_mcp3xxx(settings: Settings) -> Mcp3xxxSensor:
+    return Mcp3xxxSensor(settings, hardware_pin_factory(settings.pin_factory, settings.sensor))

@@ -1,0 +1,135 @@
+"""What `zk-sensorctl status` shows: the fleet as ZooKeeper holds it, read without
+writing anything, and rendered for a terminal."""
+
+import time
+from typing import Any
+
+from kazoo.exceptions import NoNodeError
+
+from .barrier import decode_barrier
+from .coordination import decode_epoch, decode_incarnation, epoch_holder
+from .counter import fleet_total
+from .election import current_leader, live_nodes
+from .layout import CONFIG_KEYS, Layout
+from .outbox import decode_stats
+from .readings import collect_readings
+from .validation import CONFIG_PARSERS, InvalidValue
+from .zk import AccessRefused, Zk
+
+
+def read_config(zk: Zk, layout: Layout) -> dict[str, dict[str, Any]]:
+    config: dict[str, dict[str, Any]] = {}
+    for key in CONFIG_KEYS:
+        try:
+            data, _ = zk.get(layout.config_key(key))
+        except NoNodeError:
+            config[key] = {"value": None, "error": "not set (nodes use their local default)"}
+            continue
+        except AccessRefused:
+            config[key] = {"value": None, "error": "not readable without the fleet's or the "
+                                                   "operator's credentials"}
+            continue
+        text = data.decode(errors="replace")
+        try:
+            CONFIG_PARSERS[key](text)
+            config[key] = {"value": text, "error": None}
+        except InvalidValue as error:
+            config[key] = {"value": text, "error": f"invalid, ignored by nodes: {error}"}
+    return config
+
+
+def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
+    if zk.exists(layout.namespace) is None:
+        raise LookupError(f"no fleet at namespace {layout.namespace}")
+    collection = collect_readings(zk, layout)
+    found = zk.get_many([layout.epoch, layout.barrier, layout.incarnation])
+    epoch, barrier_found = found[layout.epoch], found[layout.barrier]
+    barrier = decode_barrier(barrier_found[0]) if barrier_found else None
+    incarnation = found[layout.incarnation]
+    first_in_line = current_leader(zk, layout)
+    live = set(live_nodes(zk.children_or_none(layout.election)))
+    holder = epoch_holder(epoch[0]) if epoch else None
+    return {
+        "namespace": layout.namespace,
+        "incarnation": decode_incarnation(incarnation[0]) if incarnation else None,
+        "leader": first_in_line if first_in_line is not None and first_in_line == holder
+        else None,
+        "first_in_line": first_in_line,
+        "epoch": decode_epoch(epoch[0], epoch[1].version) if epoch else None,
+        "round": barrier.round if barrier else None,
+        "round_released_at": barrier.released_at if barrier else None,
+        "last_aggregate": barrier.last if barrier else None,
+        "counter": fleet_total(zk, layout, collection),
+        "config": read_config(zk, layout),
+        "devices": [
+            {"node": r.node, "value": r.value, "age": round(now - r.taken_at, 3), "round": r.round,
+             "failures": r.failures, "clock": "synced" if r.clock_synced else "unsynced",
+             "live": r.node in live}
+            for r in collection.readings
+        ],
+        "without_reading": sorted(live - {r.node for r in collection.readings}
+                                  - set(collection.garbage)),
+        "garbage_readings": collection.garbage,
+        "outbox": outbox_status(zk, layout),
+    }
+
+
+def outbox_status(zk: Zk, layout: Layout) -> dict[str, Any]:
+    if zk.exists(layout.outbox) is None:
+        return {"pending": 0, "oldest": None, "dropped": 0, "rejected": 0}
+    data, _ = zk.get(layout.outbox)
+    stats = decode_stats(data)
+    pending = sorted(int(name) for name in zk.children(layout.outbox) if name.isdigit())
+    return {"pending": len(pending), "oldest": pending[0] if pending else None,
+            "dropped": stats.dropped, "rejected": stats.rejected}
+
+
+def render_status(status: dict[str, Any]) -> str:
+    lines = [f"fleet      {status['namespace']}"]
+    lines.append(f"incarnation {status['incarnation'] or '-'}")
+    leader, first = status["leader"], status["first_in_line"]
+    waiting = f" (node {first} is first in line, not yet in office)" if first else ""
+    lines.append(f"leader     {'node ' + leader if leader else 'none' + waiting}"
+                 + (f" (epoch {status['epoch']})" if leader else ""))
+    lines.append(f"round      {status['round'] if status['round'] is not None else '-'}")
+    last = status["last_aggregate"]
+    if last:
+        lines.append(
+            f"last mean  {last['mean']:.2f} over {last['count']} devices "
+            f"(min {last['min']:.2f}, max {last['max']:.2f}), round {last['round']}, "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['time']))}"
+        )
+    else:
+        lines.append("last mean  none yet")
+    lines.append(f"counter    {status['counter']} measurements")
+    box = status["outbox"]
+    oldest = f" (oldest round {box['oldest']})" if box["oldest"] is not None else ""
+    lines.append(f"outbox     {box['pending']} rounds waiting for the collector{oldest}, "
+                 f"{box['dropped']} dropped, {box['rejected']} refused by it")
+    for key, entry in status["config"].items():
+        value = entry["value"] if entry["value"] is not None else "-"
+        note = f"  ({entry['error']})" if entry["error"] else ""
+        lines.append(f"config     {key} = {value}{note}")
+    gone = sum(1 for device in status["devices"] if not device["live"])
+    lines.append(f"devices    {len(status['devices']) - gone} live"
+                 + (f", {gone} gone (their last reading and count are kept)" if gone else ""))
+    if status["devices"]:
+        lines.append(f"  {'node':<16} {'reading':>10} {'age':>8} {'round':>7} {'failures':>8}")
+        lines.extend(device_line(device) for device in status["devices"])
+    if status["without_reading"]:
+        lines.append(f"  {', '.join(status['without_reading'])}: live, no reading yet "
+                     "(a sensor that has never read fails unseen here: see the node's log)")
+    if status["garbage_readings"]:
+        lines.append(f"garbage    {', '.join(status['garbage_readings'])} (skipped by the leader)")
+    return "\n".join(lines)
+
+
+def device_line(device: dict[str, Any]) -> str:
+    """An unsynchronised node's `taken_at` is from a clock that may be off by years, so
+    its age means nothing: shown as `?`, and the row says why."""
+    unsynced = device["clock"] == "unsynced"
+    age = f"{'?':>8}" if unsynced else f"{device['age']:>7.1f}s"
+    notes = [note for note, shown in (("clock unsynced", unsynced), ("gone", not device["live"]))
+             if shown]
+    return (f"  {device['node']:<16} {device['value']:>10.2f} {age} {device['round']:>7} "
+            f"{device['failures']:>8}" + "".join(f"  {note}" for note in notes))

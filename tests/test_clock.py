@@ -1,0 +1,130 @@
+"""The clock: how a node tells a synchronised wall clock, and how it marks readings
+taken before NTP set it."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import logging
+import queue
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kazoo.exceptions import NoNodeError
+
+from zk_sensor import clock
+from zk_sensor.clock import Clock, clock_synchronized, kernel_synchronized
+from zk_sensor.device import Device
+from zk_sensor.layout import Layout
+from zk_sensor.reader import Answer, Reader
+from zk_sensor.readings import decode_reading, encode_reading
+
+
+def test_this_machine_answers_with_a_bool() -> None:
+    """Whatever the machine (a synchronised host, a container, a VM without NTP)."""
+    assert isinstance(clock_synchronized(), bool)
+    assert kernel_synchronized() in (True, False, None)
+
+
+def kernel_reporting(maxerror: int, result: int = 0) -> Any:
+    """A stand-in for libc's adjtimex that fills in the struct as the kernel would."""
+
+    def adjtimex(timex: Any) -> int:
+        timex._obj.maxerror = maxerror
+        return result
+
+    return adjtimex
+
+
+@pytest.mark.parametrize(("maxerror", "synced"), [(16_000_000, False), (15_999_999, True),
+                                                  (50_000, True)])
+def test_synchronised_means_a_maximum_error_below_16_s(monkeypatch: pytest.MonkeyPatch,
+                                                       maxerror: int, synced: bool) -> None:
+    monkeypatch.setattr(clock, "ADJTIMEX", kernel_reporting(maxerror))
+    assert kernel_synchronized() is synced
+
+
+def test_a_refused_adjtimex_falls_back_to_timesyncds_flag(monkeypatch: pytest.MonkeyPatch,
+                                                          tmp_path: Path) -> None:
+    monkeypatch.setattr(clock, "ADJTIMEX", kernel_reporting(0, result=-1))
+    monkeypatch.setattr(clock, "TIMESYNCD_FLAG", tmp_path / "synchronized")
+    assert kernel_synchronized() is None and clock_synchronized() is False
+    (tmp_path / "synchronized").touch()
+    assert clock_synchronized() is True
+
+
+def test_the_struct_is_the_size_glibc_uses() -> None:
+    """208 bytes with 64-bit longs, 128 with 32-bit ones (a 32-bit Raspberry Pi OS)."""
+    assert ctypes.sizeof(clock._Timex) == (208 if ctypes.sizeof(ctypes.c_long) == 8 else 128)
+
+
+def test_one_line_per_change(caplog: pytest.LogCaptureFixture) -> None:
+    sequence = iter([False, False, True, True, False, True])
+    watch = Clock(lambda: next(sequence))
+    with caplog.at_level(logging.INFO, logger="zk_sensor"):
+        seen = [watch.synced() for _ in range(6)]
+    assert seen == [False, False, True, True, False, True]
+    assert [(r.levelname, r.getMessage().split(":")[0]) for r in caplog.records] == [
+        ("WARNING", "the wall clock is not synchronised"),
+        ("INFO", "the wall clock is synchronised now"),
+        ("WARNING", "the wall clock is not synchronised any more"),
+        ("INFO", "the wall clock is synchronised now"),
+    ]
+
+
+def test_a_clock_synchronised_from_the_start_logs_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="zk_sensor"):
+        assert Clock(lambda: True).synced()
+    assert caplog.records == []
+
+
+def test_the_mark_round_trips_and_is_absent_on_a_synchronised_reading() -> None:
+    unsynced = encode_reading(80.0, 1.0, 2, 3, clock_synced=False)
+    assert json.loads(unsynced)["clock"] == "unsynced"
+    assert not decode_reading("n", unsynced).clock_synced
+    assert "clock" not in json.loads(encode_reading(80.0, 1.0, 2, 3))
+
+
+class OneZnode:
+    """Just what publishing a first reading needs."""
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+
+    def get(self, path: str) -> tuple[bytes, None]:
+        raise NoNodeError(path)
+
+    def create(self, path: str, data: bytes) -> None:
+        self.data = data
+
+
+class Instant:
+    name = "instant"
+
+    def read(self) -> float:
+        return 21.5
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("synced", [True, False])
+def test_a_node_marks_its_reading_with_what_the_detector_says(synced: bool) -> None:
+    zk = OneZnode()
+    answers_posted: queue.SimpleQueue[Answer] = queue.SimpleQueue()
+    reader = Reader(Instant(), answers_posted.put)
+    device = Device(zk, Layout("/t"), "n", reader, Clock(lambda: synced))  # type: ignore[arg-type]
+    try:
+        device.resume_count()
+        now = time.monotonic()
+        device.measure(1, now, 1.0)
+        device.accept(answers_posted.get(timeout=5))
+        assert device.measure(1, now, 1.0)
+    finally:
+        reader.close()
+    assert zk.data is not None
+    assert decode_reading("n", zk.data).clock_synced is synced
