@@ -1,7 +1,8 @@
 # Developer entry points for zk-sensor.
 #
 #   make venv    .venv with the package (editable) and the dev tools (pytest, ruff)
-#   make demo    a 3-server ZooKeeper ensemble, 3 daemons and zk-collector
+#   make demo    a 3-server ZooKeeper ensemble, 3 daemons and zk-collector (demo/demo.py);
+#                prints the line that points zk-sensorctl at it (.demo/zk-sensorctl.toml)
 #   make test    ruff, then the whole test suite against real ZooKeeper servers
 #   make lint    ruff only
 #   make soak    the randomized nemesis alone for 10 minutes (NEMESIS_SEED=S replays a run)
@@ -12,7 +13,8 @@
 #   make clean   caches, build output and .demo/ (keeps .venv; `make distclean` drops it too)
 #
 # The tests and the demo start Debian's `zookeeper` package; `make zookeeper` installs it
-# when missing (root only, through apt-get).
+# when missing (root only, through apt-get). The tests also run `promtool` on the alerting
+# rules (prometheus/): `make promtool` installs Debian's `prometheus` package, which ships it.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -25,9 +27,10 @@ VENV_PY := $(VENV)/bin/python
 # pyproject.toml changes.
 VENV_STAMP := $(VENV)/.installed
 ZK_JAR := /usr/share/java/zookeeper.jar
+PROMTOOL := /usr/bin/promtool
 PYTEST_ARGS ?= -q -ra
 
-.PHONY: venv zookeeper demo test soak lint bench clean distclean lab lab-down
+.PHONY: venv zookeeper promtool demo test soak lint bench clean distclean lab lab-down
 
 venv: $(VENV_STAMP)
 
@@ -63,10 +66,22 @@ zookeeper:
 	    exit 1; \
 	}
 
-demo: venv zookeeper
-	$(VENV_PY) tests/demo.py
+# --no-install-recommends: promtool is all the tests need, not the node exporter.
+promtool:
+	@if ! [ -x $(PROMTOOL) ]; then \
+	    if [ "$$(id -u)" -ne 0 ]; then \
+	        echo "make: promtool is missing ($(PROMTOOL)); run: sudo apt-get install prometheus" >&2; \
+	        exit 1; \
+	    fi; \
+	    echo "+ apt-get install prometheus"; \
+	    apt-get update; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus; \
+	fi
 
-test: venv zookeeper
+demo: venv zookeeper
+	$(VENV_PY) demo/demo.py
+
+test: venv zookeeper promtool
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 

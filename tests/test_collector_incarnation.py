@@ -4,6 +4,7 @@ for duplicates nor refused as stale; the seed's endpoint keyed like the JSON one
 database written before incarnations existed, migrated in place."""
 
 import sqlite3
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -106,14 +107,16 @@ CREATE TABLE IF NOT EXISTS fences (
 def old_database(path: Path) -> None:
     """A file as the version before incarnations left it: a seed row, rounds of fleet /f
     and of a daemon that sent no fleet, and their fences; the old code added a fence row
-    per epoch for the absent fleet (NULL never conflicted in its primary key)."""
+    per epoch for the absent fleet (NULL never conflicted in its primary key). Received a
+    minute ago: well within retention."""
     db = sqlite3.connect(path)
     db.executescript(OLD_SCHEMA)
+    ago = time.time() - 60
     db.executemany(
         "INSERT INTO rounds (fleet, round, epoch, leader, mean, received_at, source) "
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(None, None, None, None, 70.0, 1.0, "nuevo"), ("/f", 1, 3, "2", 71.0, 2.0, "json"),
-         ("/f", 2, 3, "2", 72.0, 3.0, "json"), (None, 1, 5, "1", 73.0, 4.0, "json")])
+        [(None, None, None, None, 70.0, ago + 1, "nuevo"), ("/f", 1, 3, "2", 71.0, ago + 2, "json"),
+         ("/f", 2, 3, "2", 72.0, ago + 3, "json"), (None, 1, 5, "1", 73.0, ago + 4, "json")])
     db.executemany("INSERT INTO fences (fleet, epoch) VALUES (?, ?)",
                    [("/f", 3), (None, 4), (None, 5)])
     db.commit()

@@ -1,7 +1,9 @@
 """Static checks of what deploys the fleet: the playbook, the units, the Vagrantfile."""
 
+import json
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,215 @@ def test_vagrantfile_validates() -> None:
     result = run("vagrant", "validate", "--ignore-provider")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "validated successfully" in result.stdout
+
+
+# ---------------------------------------------------------------- TLS and credentials
+
+ROLES = REPO / "ansible" / "roles"
+FLEET_PKI = ROLES / "zk_pki" / "files" / "fleet_pki.py"
+# Files that hold a private key or a password once deployed.
+SECRET_DEST = ("key.pem", "keystore.pem", ".auth", ".key", "token")
+
+
+def test_secure_by_default() -> None:
+    """TLS (ZooKeeper, the collector) and ACLs unless zk_secure is set false."""
+    wanted = {
+        "zk_pki": "zk_pki_enabled", "zookeeper": "zookeeper_tls",
+        "zk_sensor": "zk_sensor_secure", "zk_operator": "zk_operator_secure",
+        "zk_collector": "zk_collector_https",
+    }
+    for role, name in wanted.items():
+        defaults = yaml.safe_load((ROLES / role / "defaults/main.yml").read_text())
+        assert defaults[name] == "{{ zk_secure | default(true) }}", role
+
+
+def test_controller_secrets_are_git_ignored() -> None:
+    for path in ("ansible/inventory/secrets/hosts/ca.key",
+                 "ansible/inventory/secrets/hosts/fleet.password"):
+        assert run("git", "check-ignore", "-q", path).returncode == 0, path
+
+
+def tasks_in(path: Path) -> list[dict]:
+    """Every task of a tasks file, blocks opened."""
+    found = []
+    pending = list(yaml.safe_load(path.read_text()) or [])
+    while pending:
+        task = pending.pop()
+        for key in ("block", "rescue", "always"):
+            pending.extend(task.get(key) or [])
+        found.append(task)
+    return found
+
+
+def test_tasks_writing_secrets_hide_them() -> None:
+    """A copy or template whose destination is a key, a key store, credentials or a token
+    has no_log (nothing in the output or the logs) and diff: false (nothing in --diff)."""
+    checked = 0
+    for path in ROLES.glob("*/tasks/*.yml"):
+        for task in tasks_in(path):
+            module = next((task[m] for m in ("ansible.builtin.copy", "ansible.builtin.template")
+                           if m in task), None)
+            if not module:
+                continue
+            names = [str(module.get("dest", ""))]
+            for item in task.get("loop") or []:
+                if isinstance(item, dict):
+                    names.append(str(item.get("name", "")))
+                else:
+                    names.append(str(item))
+            if any(name.endswith(SECRET_DEST) for name in names) or "password" in str(module):
+                checked += 1
+                assert task.get("no_log") is True, (path.name, task["name"])
+                assert task.get("diff") is False, (path.name, task["name"])
+    assert checked >= 3
+
+
+def run_pki(spec: dict) -> dict:
+    result = subprocess.run([sys.executable, str(FLEET_PKI)], input=json.dumps(spec),
+                            capture_output=True, text=True, timeout=60, check=True)
+    return json.loads(result.stdout)
+
+
+def test_fleet_pki_makes_the_ca_once_and_reissues_only_what_changed(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    spec = {"dir": str(tmp_path / "secrets"), "ca_name": "test CA", "ca_days": 3650,
+            "cert_days": 365, "renew_days": 30, "curve": "P-256",
+            "hosts": {"zk1": "10.231.0.11", "sensor1": "10.231.0.21"},
+            "extra_names": {"zk1": ["zk1.example.org"]}, "clients": ["operator"]}
+    first = run_pki(spec)
+    assert first["ca_created"] and sorted(first["issued"]) == \
+        ["clients/operator", "hosts/sensor1", "hosts/zk1"]
+    assert run_pki(spec) == {**first, "changed": False, "ca_created": False, "issued": []}
+
+    secrets = tmp_path / "secrets"
+    assert secrets.stat().st_mode & 0o777 == 0o700
+    for key in [secrets / "ca.key", *secrets.glob("*/*.key")]:
+        assert key.stat().st_mode & 0o777 == 0o600, key
+        assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8
+    ca = x509.load_pem_x509_certificate((secrets / "ca.pem").read_bytes())
+    zk1 = x509.load_pem_x509_certificate((secrets / "hosts/zk1.pem").read_bytes())
+    ca.public_key().verify(zk1.signature, zk1.tbs_certificate_bytes,
+                           ec.ECDSA(zk1.signature_hash_algorithm))
+    names = zk1.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert {str(n) for n in names.get_values_for_type(x509.DNSName)} == {"zk1", "zk1.example.org"}
+    assert [str(n) for n in names.get_values_for_type(x509.IPAddress)] == ["10.231.0.11"]
+
+    # An address that changed: that host's certificate only.
+    moved = {**spec, "hosts": {**spec["hosts"], "sensor1": "10.231.0.99"}}
+    assert run_pki(moved)["issued"] == ["hosts/sensor1"]
+    # A replaced CA: every certificate again.
+    (secrets / "ca.key").unlink()
+    (secrets / "ca.pem").unlink()
+    again = run_pki(moved)
+    assert again["ca_created"] and len(again["issued"]) == 3
+    # Half a CA is refused, not guessed.
+    (secrets / "ca.key").unlink()
+    refused = subprocess.run([sys.executable, str(FLEET_PKI)], input=json.dumps(moved),
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "only one of ca.key and ca.pem" in refused.stderr
+
+
+# ---------------------------------------------------------------- real sensors, a Pi's arch
+
+ZK_SENSOR = ROLES / "zk_sensor"
+
+
+def test_unit_admits_the_gpio_spi_and_i2c_devices_only() -> None:
+    unit = (REPO / "systemd/zk-sensor.service").read_text().splitlines()
+    assert "DevicePolicy=closed" in unit
+    assert "PrivateDevices=yes" not in unit
+    assert sorted(line for line in unit if line.startswith("DeviceAllow=")) == sorted([
+        "DeviceAllow=char-*gpiomem* rw", "DeviceAllow=char-gpiochip rw",
+        "DeviceAllow=char-spi rw", "DeviceAllow=char-i2c rw"])
+
+
+def test_service_user_joins_the_gpio_spi_and_i2c_groups() -> None:
+    defaults = yaml.safe_load((ZK_SENSOR / "defaults/main.yml").read_text())
+    assert defaults["zk_sensor_device_groups"] == ["gpio", "spi", "i2c"]
+
+
+def test_node_configuration_is_validated_by_the_daemon_after_its_files() -> None:
+    """`zk-sensor --check-config` checks the credential and TLS files the config names:
+    the code and those files come before the template that it validates."""
+    tasks = yaml.safe_load((ZK_SENSOR / "tasks/main.yml").read_text())
+    names = [task["name"] for task in tasks]
+    template = next(task for task in tasks if task["name"] == "Write the node's configuration")
+    assert template["ansible.builtin.template"]["validate"] == \
+        "{{ zk_sensor_venv }}/bin/zk-sensor --check-config --config %s"
+    defaults = yaml.safe_load((ZK_SENSOR / "defaults/main.yml").read_text())
+    assert defaults["zk_sensor_venv"] == "{{ zk_sensor_prefix }}/venv"
+    assert defaults["zk_sensor_prefix"] == "/opt/zk-sensor"
+    position = names.index("Write the node's configuration")
+    for earlier in ("Install the code",
+                    "Install the node's certificate and key, the CA certificate and the "
+                    "fleet's credentials"):
+        assert names.index(earlier) < position, earlier
+
+
+# zk_sensor's defaults for one node's variables: the Debian packages it gets and whether
+# its venv sees them.
+LIBRARY_CASES = {
+    "simulated": ({}, [], False),
+    "ds18b20": ({"zk_sensor_driver": "ds18b20"}, [], False),
+    "mcp3008": ({"zk_sensor_driver": "mcp3008"}, ["python3-lgpio"], True),
+    "distance-pigpio": ({"zk_sensor_driver": "distance",
+                         "zk_sensor_settings": {"pin_factory": "pigpio"}},
+                        ["python3-pigpio"], True),
+    "mcp3204-rpigpio": ({"zk_sensor_driver": "mcp3204",
+                         "zk_sensor_settings": {"pin_factory": "rpigpio"}},
+                        ["python3-rpi.gpio", "python3-spidev"], True),
+    "plugin": ({"zk_sensor_driver": "bme280", "zk_sensor_python_packages": ["python3-smbus2"]},
+               ["python3-smbus2"], True),
+    "forced-off": ({"zk_sensor_driver": "light", "zk_sensor_venv_system_site_packages": False},
+                   ["python3-lgpio"], False),
+}
+
+
+def test_each_driver_gets_its_library_from_debian_and_a_venv_that_sees_it(
+        tmp_path: Path) -> None:
+    plays = [{
+        "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars_files": [str(ZK_SENSOR / "defaults/main.yml")],
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+        "tasks": [{
+            "name": case,
+            "ansible.builtin.copy": {
+                "dest": str(tmp_path / f"{case}.json"), "mode": "0644",
+                "content": "{{ {'packages': zk_sensor_system_packages, "
+                           "'site': zk_sensor_system_site | bool} | to_json }}"},
+            "vars": node_vars,
+        } for case, (node_vars, _, _) in LIBRARY_CASES.items()],
+    }]
+    playbook = tmp_path / "libraries.yml"
+    playbook.write_text(json.dumps(plays))
+    result = run(str(BIN / "ansible-playbook"), "-i", "localhost,", str(playbook))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for case, (_, packages, site) in LIBRARY_CASES.items():
+        assert json.loads((tmp_path / f"{case}.json").read_text()) == \
+            {"packages": packages, "site": site}, case
+
+
+def test_inventory_has_an_arm64_sensor_the_lab_can_boot() -> None:
+    sys.path.insert(0, str(REPO / "ansible" / "lab"))
+    from lab import QEMU_ARCHES, load_inventory
+
+    hosts, _ = load_inventory(REPO / "ansible/inventory/hosts.yml")
+    arm64 = [h for h in hosts.values() if h.arch == "arm64"]
+    assert arm64 and all(h.groups == ("sensors",) for h in arm64), arm64
+    assert set(QEMU_ARCHES) >= {"arm64"}
+
+
+def test_lab_refuses_what_it_cannot_emulate(tmp_path: Path) -> None:
+    sys.path.insert(0, str(REPO / "ansible" / "lab"))
+    from lab import LabError, load_inventory, native_arch
+
+    foreign = "arm64" if native_arch() != "arm64" else "armhf"
+    for group, arch, refusal in (("zookeeper", foreign, "has no Java"),
+                                 ("sensors", "sparc", "has arch 'sparc'")):
+        inventory = tmp_path / f"{group}-{arch}.yml"
+        inventory.write_text(yaml.safe_dump({"all": {"children": {group: {"hosts": {
+            "one": {"ansible_host": "10.231.0.40", "arch": arch}}}}}}))
+        with pytest.raises(LabError, match=refusal):
+            load_inventory(inventory)

@@ -1,14 +1,20 @@
 """Deployment on real systemd machines: the lab (systemd-nspawn on a private bridge) gets
-the real site.yml over SSH, then we check what an operator would check."""
+the real site.yml over SSH, then we check what an operator would check. The playbook's
+defaults are the secure ones: ZooKeeper over TLS only (quorum included) with the CA the
+playbook made on the controller, and digest ACLs on the fleet's znodes. One sensor is an
+arm64 machine (a Raspberry Pi's architecture) under qemu-user: it gets the same playbook
+and is one of the fleet in every check of every sensor."""
 
 import json
 import os
 import re
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +24,7 @@ from typing import Any
 import pytest
 
 from fleet import BIN, wait_for
+from pki import CertificateAuthority
 from test_faults import (
     CATCH_UP_ROUNDS,
     assert_fenced,
@@ -31,13 +38,27 @@ from test_faults import (
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ansible" / "lab"))
 from lab import Lab
 
+# The first test also pays for the module's fixture: the lab's base roots when they are
+# not built yet (a few minutes for the arm64 one, whose packages unpack under qemu-user),
+# the boot and two playbook runs, the arm64 machine's tasks emulated too.
+LAB_TEST_TIMEOUT_S = 1500
+
 pytestmark = [
     pytest.mark.lab,
+    pytest.mark.timeout(LAB_TEST_TIMEOUT_S),
     pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("systemd-nspawn")
-                       or not shutil.which("debootstrap"),
-                       reason="the lab needs root, systemd-nspawn and debootstrap"),
+                       or not shutil.which("debootstrap")
+                       or not shutil.which("qemu-aarch64-static"),
+                       reason="the lab needs root, systemd-nspawn, debootstrap and "
+                              "qemu-user-static (its arm64 machine)"),
 ]
 PERIOD = 1
+REPO = Path(__file__).resolve().parent.parent
+# The zk_pki role's directory on the controller for ansible/inventory/hosts.yml.
+SECRETS = REPO / "ansible" / "inventory" / "secrets" / "hosts"
+# The zookeeper role's ports: the plaintext one is closed when TLS is on (the default).
+PLAIN_PORT = 2181
+SECURE_PORT = 2281
 
 
 @dataclass
@@ -45,17 +66,30 @@ class Provisioned:
     lab: Lab
     first: subprocess.CompletedProcess[str]
     second: subprocess.CompletedProcess[str]
+    # user:password files made from the controller's password files, one per identity.
+    auth_files: dict[str, Path]
 
     def addresses(self, group: str) -> list[str]:
         return [self.lab.hosts[name].address for name in self.lab.groups[group]]
 
     @property
+    def sensors(self) -> int:
+        """How many devices a full round has: every sensor machine, the arm64 one too."""
+        return len(self.lab.groups["sensors"])
+
+    @property
+    def arm64_sensors(self) -> list[str]:
+        return [name for name in self.lab.groups["sensors"]
+                if self.lab.hosts[name].arch == "arm64"]
+
+    @property
     def zookeeper(self) -> str:
-        return ",".join(f"{address}:2181" for address in self.addresses("zookeeper"))
+        return ",".join(f"{address}:{SECURE_PORT}" for address in self.addresses("zookeeper"))
 
     @property
     def collector(self) -> str:
-        return f"http://{self.addresses('collector')[0]}:8080"
+        """HTTPS, with a certificate of the fleet's CA (trusted by urllib: see `lab`)."""
+        return f"https://{self.addresses('collector')[0]}:8080"
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
@@ -67,32 +101,90 @@ def recap(output: str) -> dict[str, dict[str, int]]:
     return found
 
 
+OPERATOR_CERT = ("clients/operator.pem", "clients/operator.key")
+
+
+def ctl_as(env: Provisioned, identity: str | None, *args: str,
+           cert: tuple[Path, Path] | None = None) -> subprocess.CompletedProcess[str]:
+    """zk-sensorctl on the controller over TLS (the operator's client certificate unless
+    `cert` says otherwise), with an identity's credentials, or none (anonymous)."""
+    cert_file, key_file = cert or (SECRETS / OPERATOR_CERT[0], SECRETS / OPERATOR_CERT[1])
+    argv = [str(BIN / "zk-sensorctl"), "--zookeeper", env.zookeeper,
+            "--zk-ca-file", str(SECRETS / "ca.pem"), "--zk-cert-file", str(cert_file),
+            "--zk-key-file", str(key_file)]
+    if identity:
+        argv += ["--zk-auth-file", str(env.auth_files[identity])]
+    return subprocess.run([*argv, *args], capture_output=True, text=True, timeout=60)
+
+
 def ctl(env: Provisioned, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "zk-sensorctl"), "--zookeeper", env.zookeeper, *args],
-                          capture_output=True, text=True, timeout=60)
+    """zk-sensorctl as the operator."""
+    return ctl_as(env, "operator", *args)
+
+
+def auth_files(directory: Path) -> dict[str, Path]:
+    """user:password files (0600) for the operator and the fleet, from the passwords the
+    playbook made on the controller (the user names are zk_pki_users' defaults)."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made = {}
+    for identity in ("operator", "fleet"):
+        password = (SECRETS / f"{identity}.password").read_text().strip()
+        path = directory / f"{identity}.auth"
+        path.touch(mode=0o600)
+        path.write_text(f"{identity}:{password}\n")
+        made[identity] = path
+    return made
 
 
 @pytest.fixture(scope="module")
-def lab() -> Iterator[Provisioned]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisioned]:
     machines = Lab()
     machines.down()
     try:
         machines.up(provision=False)
-        first = machines.run_playbook(check=False, capture=True)
+        # --diff: the first run writes every file, and must show none of the secrets.
+        first = machines.run_playbook("--diff", check=False, capture=True)
         second = machines.run_playbook(check=False, capture=True)
-        provisioned = Provisioned(machines, first, second)
-        assert ctl(provisioned, "config", "set", "sampling_period", str(PERIOD)).returncode == 0
+        provisioned = Provisioned(machines, first, second,
+                                  auth_files(tmp_path_factory.mktemp("identities")))
+        result = ctl(provisioned, "config", "set", "sampling_period", str(PERIOD))
+        assert result.returncode == 0, result.stderr
+        # The collector serves HTTPS with the fleet's CA: every urlopen here and in
+        # test_faults' helpers trusts that CA (and only it).
+        collector_ca = ssl.create_default_context(cafile=str(SECRETS / "ca.pem"))
+        urllib.request.install_opener(urllib.request.build_opener(
+            urllib.request.HTTPSHandler(context=collector_ca)))
         yield provisioned
     finally:
+        urllib.request.install_opener(None)  # type: ignore[arg-type]
         machines.down()
+
+
+def tls_context(cert: Path | None = SECRETS / OPERATOR_CERT[0],
+                key: Path | None = SECRETS / OPERATOR_CERT[1]) -> ssl.SSLContext:
+    """A client context trusting the fleet's CA (host names checked) with a certificate."""
+    context = ssl.create_default_context(cafile=str(SECRETS / "ca.pem"))
+    if cert and key:
+        context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def four_letter_word(address: str, word: str, context: ssl.SSLContext) -> str:
+    """A four-letter word over TLS on the secure client port; the reply ends when the
+    server closes the connection."""
+    with socket.create_connection((address, SECURE_PORT), timeout=5) as raw, \
+            context.wrap_socket(raw, server_hostname=address) as sock:
+        sock.sendall(word.encode())
+        chunks = []
+        while chunk := sock.recv(4096):
+            chunks.append(chunk)
+    return b"".join(chunks).decode(errors="replace")
 
 
 def srvr_mode(address: str) -> str | None:
     try:
-        with socket.create_connection((address, 2181), timeout=3) as sock:
-            sock.sendall(b"srvr")
-            reply = sock.makefile().read()
-    except OSError:
+        reply = four_letter_word(address, "srvr", tls_context())
+    except OSError:  # ssl.SSLError too
         return None
     found = re.search(r"^Mode: (\w+)", reply, re.MULTILINE)
     return found.group(1) if found else None
@@ -147,19 +239,120 @@ def test_ensemble_has_exactly_one_leader(lab: Provisioned) -> None:
     assert sorted(modes) == ["follower", "follower", "leader"]
 
 
+# ---------------------------------------------------------------- TLS and ACLs
+# What the secure defaults promise, checked from outside, before the fleet tests below.
+
+
+def test_plaintext_client_port_is_closed(lab: Provisioned) -> None:
+    for address in lab.addresses("zookeeper"):
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection((address, PLAIN_PORT), timeout=3).close()
+
+
+def test_collector_serves_https_only(lab: Provisioned) -> None:
+    with urllib.request.urlopen(f"{lab.collector}/healthz", timeout=10) as reply:
+        assert reply.status == 200
+    plain = lab.collector.replace("https://", "http://", 1)
+    with pytest.raises(OSError):  # closed without an answer
+        urllib.request.urlopen(f"{plain}/healthz", timeout=10).close()
+
+
+def test_client_with_a_certificate_of_another_ca_is_refused(
+        lab: Provisioned, tmp_path: Path) -> None:
+    intruder = CertificateAuthority(tmp_path / "other-ca", "some other CA").issue(
+        "intruder", (str(lab.lab.controller.ip),))
+    address = lab.addresses("zookeeper")[0]
+    # The same connection with the fleet's certificate gets its answer...
+    assert "Mode:" in four_letter_word(address, "srvr", tls_context())
+    # ...with another CA's, or with none, the handshake fails or the server hangs up.
+    for context in (tls_context(intruder.cert, intruder.key), tls_context(None, None)):
+        try:
+            reply = four_letter_word(address, "srvr", context)
+        except OSError:  # ssl.SSLError, a reset
+            reply = ""
+        assert reply == ""
+    result = ctl_as(lab, "operator", "status", cert=(intruder.cert, intruder.key))
+    assert result.returncode == 1, result.stdout + result.stderr
+
+
+def test_anonymous_and_fleet_clients_cannot_change_the_config(lab: Provisioned) -> None:
+    # Anyone with a certificate reads the status...
+    assert ctl_as(lab, None, "status", "--json").returncode == 0
+    # ...but neither anonymous nor the fleet's identity may write the config (exit 2).
+    for identity in (None, "fleet"):
+        result = ctl_as(lab, identity, "config", "set", "sampling_period", "7")
+        assert result.returncode == 2, (identity, result.stdout, result.stderr)
+    assert json.loads(ctl(lab, "config", "get", "sampling_period", "--json").stdout) \
+        ["sampling_period"]["value"] == str(PERIOD)
+
+
+def test_operator_seat_runs_zk_sensorctl_on_the_collector(lab: Provisioned) -> None:
+    name = lab.lab.groups["collector"][0]
+    shown = lab.lab.ssh(name, "/usr/local/sbin/zk-sensorctl", "status", "--json")
+    assert json.loads(shown.stdout)["leader"], shown.stdout
+
+
+def mode_owner(env: Provisioned, name: str, paths: list[str]) -> dict[str, str]:
+    """`stat` of files on a machine: path -> "mode owner"."""
+    shown = env.lab.ssh(name, "stat", "-c", "%n %a %U", *paths).stdout
+    return {path: rest for path, rest in
+            (line.split(" ", 1) for line in shown.splitlines())}
+
+
+def test_keys_and_credentials_are_private_on_the_machines(lab: Provisioned) -> None:
+    for name in lab.lab.groups["zookeeper"]:
+        assert mode_owner(lab, name, ["/etc/zookeeper/tls/keystore.pem"]) == {
+            "/etc/zookeeper/tls/keystore.pem": "600 zookeeper"}
+    for name in lab.lab.groups["sensors"]:
+        files = ["/etc/zk-sensor/key.pem", "/etc/zk-sensor/fleet.auth"]
+        assert mode_owner(lab, name, files) == dict.fromkeys(files, "600 zk-sensor")
+    seat = lab.lab.groups["collector"][0]
+    assert mode_owner(lab, seat, ["/etc/zk-collector/key.pem"]) == {
+        "/etc/zk-collector/key.pem": "600 zk-collector"}
+    files = ["/etc/zk-sensorctl/key.pem", "/etc/zk-sensorctl/operator.auth",
+             "/etc/zk-sensorctl/fleet.auth", "/etc/zk-sensorctl/zk-sensorctl.toml"]
+    assert mode_owner(lab, seat, [*files, "/etc/zk-sensorctl"]) == {
+        **dict.fromkeys(files, "600 root"), "/etc/zk-sensorctl": "700 root"}
+    # The operator's identity is on its seat only.
+    for name in lab.lab.hosts:
+        found = lab.lab.ssh(name, "find /etc -name operator.auth").stdout.split()
+        assert found == (["/etc/zk-sensorctl/operator.auth"] if name == seat else []), name
+
+
+def test_controller_secrets_are_private(lab: Provisioned) -> None:
+    assert SECRETS.stat().st_mode & 0o777 == 0o700
+    secret = [SECRETS / "ca.key", *SECRETS.glob("*.password"), *SECRETS.glob("*/*.key")]
+    assert len(secret) >= 3
+    assert {path.name: path.stat().st_mode & 0o777 for path in secret} == \
+        {path.name: 0o600 for path in secret}
+
+
+def test_playbook_output_shows_no_secret(lab: Provisioned) -> None:
+    output = lab.first.stdout + lab.first.stderr
+    assert "\n+++ after" in output  # --diff was on and showed the files it wrote
+    assert "PRIVATE KEY" not in output
+    for identity in ("operator", "fleet"):
+        assert (SECRETS / f"{identity}.password").read_text().strip() not in output
+    keys = [SECRETS / "ca.key", *SECRETS.glob("*/*.key")]
+    for key in keys:
+        body = "".join(line for line in key.read_text().splitlines() if "-----" not in line)
+        assert body[:40] not in output, key
+
+
 def test_every_sensor_runs_and_exactly_one_leads(lab: Provisioned) -> None:
     for name in lab.lab.groups["sensors"]:
         assert lab.lab.ssh(name, "systemctl", "is-active", "zk-sensor").stdout.strip() == "active"
     leader_machine(lab)
     lines = status_lines(lab)
     assert sum(line.startswith("leader (epoch") for line in lines.values()) == 1, lines
-    assert sum(line.startswith("follower (leader: node") for line in lines.values()) == 2, lines
+    assert sum(line.startswith("follower (leader: node") for line in lines.values()) == \
+        lab.sensors - 1, lines
 
 
 def test_collector_receives_rounds_from_the_fleet(lab: Provisioned) -> None:
     newest = max((r["round"] for r in rounds(lab)), default=-1)
     fresh = new_rounds_after(lab, newest, 3, 30)
-    assert all(r["count"] == 3 and r["source"] == "json" for r in fresh), fresh
+    assert all(r["count"] == lab.sensors and r["source"] == "json" for r in fresh), fresh
 
 
 def test_leader_journal_shows_its_leader_lines(lab: Provisioned) -> None:
@@ -167,7 +360,7 @@ def test_leader_journal_shows_its_leader_lines(lab: Provisioned) -> None:
     journal = lab.lab.ssh(name, "journalctl", "-u", "zk-sensor", "--no-pager").stdout
     assert re.search(r"zk-sensor\[\d+\]: node \d+: I am the leader now "
                      r"\(epoch \d+, incarnation \w+\)", journal)
-    assert re.search(r"node \d+: round \d+: mean [\d.]+ over 3 devices", journal)
+    assert re.search(rf"node \d+: round \d+: mean [\d.]+ over {lab.sensors} devices", journal)
 
 
 def test_stopping_the_leaders_daemon_gives_another_leader(lab: Provisioned) -> None:
@@ -180,9 +373,10 @@ def test_stopping_the_leaders_daemon_gives_another_leader(lab: Provisioned) -> N
                           if n != name and s.startswith("leader")], 20, "another sensor to lead")
         fresh = new_rounds_after(lab, newest, 3, 30)
         assert fresh[-1]["leader"] != old_leader
-        assert fresh[-1]["count"] == 2
+        assert fresh[-1]["count"] == lab.sensors - 1
     finally:
-        lab.lab.ssh(name, "systemctl", "start", "zk-sensor")
+        # Type=notify: returns once the node is READY (slower on the emulated machine).
+        lab.lab.ssh(name, "systemctl", "start", "zk-sensor", timeout=120)
 
 
 def test_powering_off_a_zookeeper_machine_does_not_stop_the_rounds(lab: Provisioned) -> None:
@@ -201,6 +395,114 @@ def test_powering_off_a_zookeeper_machine_does_not_stop_the_rounds(lab: Provisio
              f"{leader} to rejoin the ensemble")
 
 
+# ---------------------------------------------------------------- a Pi's architecture
+# The arm64 sensor: its binaries are arm64 ones run by qemu-user, so what is checked here
+# is the deployment onto that architecture (the wheelhouse, the venv, Debian's arm64
+# packages, the unit, the daemon in the fleet), not the Pi's hardware (README: "What the
+# lab proves").
+
+VENV = "/opt/zk-sensor/venv"
+NODE_CONFIG = "/etc/zk-sensor/zk-sensor.toml"
+DEVICE_GROUPS = ("gpio", "spi", "i2c")
+
+
+def node_id(env: Provisioned, name: str) -> str:
+    """The node id the playbook gave a sensor machine (its config file's `id`)."""
+    shown = env.lab.ssh(name, "cat", NODE_CONFIG).stdout
+    return tomllib.loads(shown)["id"]
+
+
+def test_the_arm64_sensor_runs_arm64_code_under_emulation(lab: Provisioned) -> None:
+    assert lab.arm64_sensors, "the inventory should have an arm64 sensor (arch: arm64)"
+    for name in lab.arm64_sensors:
+        shown = lab.lab.ssh(
+            name, f"uname -m; dpkg --print-architecture; {VENV}/bin/python -c "
+                  "'import platform, sysconfig; print(platform.machine(), "
+                  "sysconfig.get_platform())'").stdout.split()
+        assert shown == ["aarch64", "arm64", "aarch64", "linux-aarch64"], (name, shown)
+        pid = lab.lab.ssh(name, "systemctl", "show", "-P", "MainPID", "zk-sensor").stdout
+        argv = lab.lab.ssh(name, f"tr '\\0' ' ' < /proc/{pid.strip()}/cmdline").stdout
+        assert f"{VENV}/bin/zk-sensor" in argv, argv
+    # ...on this machine, which is not arm64: the kernel hands the machine's binaries to
+    # qemu-user (registered by the lab, usable in containers with the F flag).
+    if os.uname().machine != "aarch64":
+        entry = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").read_text()
+        flags = re.search(r"^flags: *(\S+)", entry, re.MULTILINE)
+        assert entry.startswith("enabled") and flags and "F" in flags.group(1), entry
+
+
+def test_the_arm64_sensors_readings_are_in_the_rounds(lab: Provisioned) -> None:
+    newest = max(r["round"] for r in rounds(lab))
+    fresh = new_rounds_after(lab, newest, 3, 60)
+    assert all(r["count"] == lab.sensors for r in fresh), fresh
+    status = fleet_status(lab)
+    for name in lab.arm64_sensors:
+        node = node_id(lab, name)
+        device = next((d for d in status["devices"] if d["node"] == node), None)
+        assert device and device["live"], (node, status["devices"])
+        # It measures every round, like the others: its last reading is of a recent one.
+        assert device["round"] >= status["round"] - 2, (device, status["round"])
+        shown = ctl(lab, "status").stdout
+        assert re.search(rf"^  {re.escape(node)} +[-\d.]+ ", shown, re.MULTILINE), shown
+
+
+def test_the_venv_sees_the_machines_own_python_packages_where_asked(lab: Provisioned) -> None:
+    """sensor4 asks for python3-spidev (zk_sensor_python_packages), as a Pi's mcp3008
+    node gets python3-lgpio: an arm64 C extension from Debian, seen by the venv."""
+    for name in lab.lab.groups["sensors"]:
+        config = lab.lab.ssh(name, "cat", f"{VENV}/pyvenv.cfg").stdout
+        found = lab.lab.ssh(name, f"{VENV}/bin/python", "-c",
+                            "import spidev; print(spidev.__file__)", check=False)
+        if name in lab.arm64_sensors:
+            assert "include-system-site-packages = true" in config, config
+            assert found.returncode == 0, found.stderr
+            assert found.stdout.startswith("/usr/lib/python3/dist-packages/spidev"), found.stdout
+            assert "aarch64" in found.stdout, found.stdout
+        else:
+            assert "include-system-site-packages = false" in config, (name, config)
+            assert found.returncode == 1 and "ModuleNotFoundError" in found.stderr, found
+
+
+def test_service_user_is_in_the_device_groups_that_exist(lab: Provisioned) -> None:
+    """The arm64 root has Raspberry Pi OS's gpio, spi and i2c groups, the amd64 one none."""
+    for name in lab.lab.groups["sensors"]:
+        existing = {group for group in DEVICE_GROUPS
+                    if lab.lab.ssh(name, "getent", "group", group, check=False).returncode == 0}
+        member_of = set(lab.lab.ssh(name, "id", "-nG", "zk-sensor").stdout.split())
+        assert member_of & set(DEVICE_GROUPS) == existing, (name, member_of, existing)
+        assert existing == (set(DEVICE_GROUPS) if name in lab.arm64_sensors else set()), name
+
+
+def test_check_config_guards_the_node_configuration(lab: Provisioned) -> None:
+    for name in lab.lab.groups["sensors"]:
+        good = lab.lab.ssh(name, f"{VENV}/bin/zk-sensor", "--check-config", "--config",
+                           NODE_CONFIG, check=False)
+        assert (good.returncode, good.stdout) == (0, "ok\n"), (name, good.stderr)
+    name = lab.arm64_sensors[0]
+    bad = lab.lab.ssh(name, f"sed 's/^sensor = .*/sensor = \"mcp3009\"/' {NODE_CONFIG} "
+                            f"> /tmp/bad.toml && {VENV}/bin/zk-sensor --check-config "
+                            "--config /tmp/bad.toml", check=False)
+    assert bad.returncode == 2 and bad.stdout == "", bad
+    assert len(bad.stderr.splitlines()) == 1 and "mcp3009" in bad.stderr, bad.stderr
+
+
+def test_the_playbook_refuses_a_bad_configuration_and_keeps_the_node_running(
+        lab: Provisioned) -> None:
+    """The template's validate: is `zk-sensor --check-config`: an unknown driver fails
+    the run on that task, and the node keeps its file and its daemon."""
+    name = lab.lab.groups["sensors"][0]
+    before = lab.lab.ssh(name, "sha256sum", NODE_CONFIG).stdout
+    result = lab.lab.run_playbook("--limit", name, "-e", "zk_sensor_driver=mcp3009",
+                                  check=False, capture=True)
+    assert result.returncode != 0
+    assert re.search(r"TASK \[zk_sensor : Write the node's configuration\].*?"
+                     r"fatal: \[" + name + r"\].*?failed to validate", result.stdout, re.DOTALL), \
+        result.stdout[-3000:]
+    assert "mcp3009" in result.stdout
+    assert lab.lab.ssh(name, "sha256sum", NODE_CONFIG).stdout == before
+    assert lab.lab.ssh(name, "systemctl", "is-active", "zk-sensor").stdout.strip() == "active"
+
+
 # ---------------------------------------------------------------- the fault matrix (issue 5)
 # Faults 4 and 5 on the lab's real machines, after every test above (they reuse its
 # fleet). Each lets full rounds arrive, injects the fault, recovers, waits until the
@@ -213,7 +515,8 @@ def test_powering_off_a_zookeeper_machine_does_not_stop_the_rounds(lab: Provisio
 LAB_SESSION_TIMEOUT_S = 15.0
 # A machine cut off for longer than the session timeout, so its session surely expires.
 LAB_CUT_S = 25.0
-# Scheduling noise: seven machines, three JVMs and the controller on one small box.
+# Scheduling noise: eight machines (one emulated), three JVMs and the controller on one
+# small box.
 LAB_SLACK_S = 3.0
 LAB_STEADY_ROUNDS = 3
 LAB_CATCH_UP_TIMEOUT_S = 90.0
@@ -236,8 +539,8 @@ def fleet_status(env: Provisioned) -> dict[str, Any]:
 def steady_since(env: Provisioned) -> int:
     """Wait for full rounds (the fleet healthy again after the tests before); the first of
     them, where the fault's check starts."""
-    full = wait_full_rounds(env.collector, LAB_STEADY_ROUNDS, devices=3, after=time.time(),
-                            timeout=90)
+    full = wait_full_rounds(env.collector, LAB_STEADY_ROUNDS, devices=env.sensors,
+                            after=time.time(), timeout=90)
     return min(r["round"] for r in full)
 
 
@@ -276,7 +579,7 @@ def test_fault_lab_leader_machine_cut_off(lab: Provisioned) -> None:
     before = fleet_status(lab)
     node, old_epoch = before["leader"], before["epoch"]
     _, restored_at = cut_off_for_a_while(lab, name)
-    wait_full_rounds(lab.collector, 2, devices=3, after=restored_at, timeout=90)
+    wait_full_rounds(lab.collector, 2, devices=lab.sensors, after=restored_at, timeout=90)
     rows = lab_check(f"lab: leader's machine cut off {LAB_CUT_S:.0f} s", lab, since,
                      LAB_LEADER_CUT_GAP_S)
     assert_fenced(rows, node, old_epoch, restored_at)
@@ -287,11 +590,11 @@ def test_fault_lab_follower_machine_cut_off(lab: Provisioned) -> None:
     since = steady_since(lab)
     name = follower_machine(lab)
     cut_at, restored_at = cut_off_for_a_while(lab, name)
-    wait_full_rounds(lab.collector, 2, devices=3, after=restored_at, timeout=90)
+    wait_full_rounds(lab.collector, 2, devices=lab.sensors, after=restored_at, timeout=90)
     rows = lab_check(f"lab: follower's machine cut off {LAB_CUT_S:.0f} s", lab, since,
                      LAB_FOLLOWER_CUT_GAP_S)
     during = [r["count"] for r in rows if cut_at < r["received_at"] < restored_at]
-    assert 2 in during, f"the cut sensor should have been left out: {during}"
+    assert lab.sensors - 1 in during, f"the cut sensor should have been left out: {during}"
 
 
 def test_fault_lab_sensor_machine_powered_off_and_started(lab: Provisioned) -> None:
@@ -300,11 +603,12 @@ def test_fault_lab_sensor_machine_powered_off_and_started(lab: Provisioned) -> N
     off_at = time.time()
     lab.lab.poweroff(name)
     try:
-        wait_full_rounds(lab.collector, LAB_STEADY_ROUNDS, devices=2, after=off_at, timeout=60)
+        wait_full_rounds(lab.collector, LAB_STEADY_ROUNDS, devices=lab.sensors - 1,
+                         after=off_at, timeout=60)
     finally:
         lab.lab.start(name)
     wait_for(lambda: lab.lab.ssh(name, "systemctl", "is-active", "zk-sensor",
                                  check=False).stdout.strip() == "active", 60,
              f"zk-sensor active again on {name}")
-    wait_full_rounds(lab.collector, 2, devices=3, after=time.time(), timeout=90)
+    wait_full_rounds(lab.collector, 2, devices=lab.sensors, after=time.time(), timeout=90)
     lab_check("lab: sensor machine powered off and started", lab, since, LAB_POWEROFF_GAP_S)

@@ -117,6 +117,8 @@ def test_collector_metrics_exact_counts_and_process_metrics(
                           "unauthorized": 0}
     assert described["zk_collector_deliveries_total"][0] == "counter"
     assert values["zk_collector_rounds"] == 2
+    assert values["zk_collector_rounds_expired_total"] == 0
+    assert described["zk_collector_rounds_expired_total"][0] == "counter"
     assert values["zk_collector_last_mean"] == 1_234_567.891
     assert abs(values["zk_collector_last_received_timestamp_seconds"] - time.time()) < 60
     assert values["process_resident_memory_bytes"] > 1024 * 1024

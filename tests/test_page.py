@@ -1,15 +1,27 @@
 """The collector's page in a real headless Chromium: chart and table with the right values,
-and a screenshot kept under test-output/ for a person to look at."""
+the fleet and range pickers used as a person uses them (through the DevTools protocol),
+and screenshots kept under test-output/ for a person to look at."""
 
+import base64
 import html
+import json
+import math
+import os
 import re
+import select
 import shutil
 import subprocess
+import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
-from test_collector import a_round, post_round, stored
+from test_collector import a_round, call, post_round, stored
+
+from zk_sensor.collector.store import Round, Store
 
 from fleet import CollectorProcess, Fleet, wait_for
 
@@ -42,6 +54,11 @@ def cells(dom: str) -> list[list[str]]:
     return [row for attrs, row in table(dom) if not attrs]
 
 
+def axis_labels(dom: str) -> list[str]:
+    axis = dom.split('<g id="time-axis">', 1)[1].split("</g>", 1)[0]
+    return [html.unescape(label) for label in re.findall(r'class="tick"[^>]*>([^<]+)<', axis)]
+
+
 def test_page_shows_chart_and_table(collector: CollectorProcess, tmp_path: Path) -> None:
     means = [78.5, 80.25, 83.0, 79.75, 81.5]
     for number, mean in enumerate(means, start=1):
@@ -52,10 +69,14 @@ def test_page_shows_chart_and_table(collector: CollectorProcess, tmp_path: Path)
     assert [row[1] for row in rows] == ["5", "4", "3", "2", "1"]
     assert [row[2] for row in rows] == [f"{m:.2f}" for m in reversed(means)]
     assert rows[0][3:] == ["79.50", "83.50", "3", "2", "2", "-"]
-    line = re.search(r'<polyline id="mean-line"[^>]*data-count="(\d+)"[^>]*points="([^"]+)"',
-                     dom)
-    assert line and line.group(1) == "5" and len(line.group(2).split()) == 5
-    assert '<polygon id="band"' in dom
+    series = call(collector.url("/api/series?fleet=/f&range=hour"))[1]
+    line = re.search(r'<polyline id="mean-line"[^>]*data-count="(\d+)" data-rounds="(\d+)"'
+                     r'[^>]*points="([^"]+)"', dom)
+    assert line, dom
+    assert int(line.group(1)) == len(series["points"]) == len(line.group(3).split())
+    assert line.group(2) == "5", "the hour's buckets hold the five rounds"
+    assert '<polygon id="band"' in dom and 'data-range="hour"' in dom
+    assert axis_labels(dom), "the time axis is labelled"
     assert 'id="last-mean">81.50<' in dom and 'id="total">5<' in dom
 
     OUTPUT.mkdir(exist_ok=True)
@@ -103,3 +124,169 @@ def test_three_daemons_deliver_to_a_real_collector(fleet: Fleet, collector: Coll
     dom = chromium(collector.url("/"), tmp_path / "profile", "--dump-dom")
     shown = {int(row[1]) for row in cells(dom)}
     assert {r["round"] for r in rows} <= shown
+
+
+# ------------------------------------------------------------- the pickers, as a person
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe (it reads commands on
+    fd 3 and answers on fd 4, NUL-terminated JSON), so that a test can pick from the
+    page's selects and wait for it to redraw, as a person would."""
+
+    def __init__(self, profile: Path) -> None:
+        commands_read, self.commands = os.pipe()
+        self.answers, answers_write = os.pipe()
+
+        def on_fds_3_and_4() -> None:
+            os.dup2(commands_read, 3)
+            os.dup2(answers_write, 4)
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--remote-debugging-pipe", f"--user-data-dir={profile}", "--window-size=1200,1000",
+             "about:blank"],
+            pass_fds=(3, 4), preexec_fn=on_fds_3_and_4, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        os.close(commands_read)
+        os.close(answers_write)
+        self.buffer = b""
+        self.last_id = 0
+        self.session = None
+        target = next(t for t in self.send("Target.getTargets")["targetInfos"]
+                      if t["type"] == "page")
+        self.session = self.send("Target.attachToTarget", targetId=target["targetId"],
+                                 flatten=True)["sessionId"]
+
+    def send(self, method: str, **params: Any) -> dict[str, Any]:
+        self.last_id += 1
+        message = {"id": self.last_id, "method": method, "params": params}
+        if self.session:
+            message["sessionId"] = self.session
+        os.write(self.commands, json.dumps(message).encode() + b"\0")
+        deadline = time.monotonic() + 30
+        while True:
+            while b"\0" in self.buffer:
+                raw, self.buffer = self.buffer.split(b"\0", 1)
+                answer = json.loads(raw)
+                if answer.get("id") == self.last_id:
+                    assert "error" not in answer, answer
+                    return answer["result"]
+            left = deadline - time.monotonic()
+            assert left > 0 and select.select([self.answers], [], [], left)[0], method
+            chunk = os.read(self.answers, 1 << 16)
+            assert chunk, "chromium closed the pipe"
+            self.buffer += chunk
+
+    def evaluate(self, expression: str) -> Any:
+        answer = self.send("Runtime.evaluate", expression=expression, returnByValue=True)
+        assert "exceptionDetails" not in answer, answer
+        return answer["result"].get("value")
+
+    def until(self, expression: str, what: str) -> Any:
+        return wait_for(lambda: self.evaluate(expression), 20, what, interval=0.1)
+
+    def open(self, url: str) -> None:
+        """Navigate, and wait for the new page's first refresh (not the old page's)."""
+        self.evaluate("document.body && delete document.body.dataset.loaded")
+        self.send("Page.navigate", url=url)
+        self.until("document.body && document.body.dataset.loaded === 'yes'", "the page")
+
+    def pick(self, picker: str, value: str) -> None:
+        """What choosing an option does: the value changes, then a change event."""
+        self.evaluate(f"(() => {{ const s = document.getElementById({json.dumps(picker)}); "
+                      f"s.value = {json.dumps(value)}; "
+                      f"s.dispatchEvent(new Event('change')); }})()")
+
+    def chart(self) -> dict[str, Any]:
+        return self.evaluate("""(() => {
+            const line = document.getElementById("mean-line");
+            return {range: document.getElementById("chart").dataset.range,
+                    points: Number(line.dataset.count), rounds: Number(line.dataset.rounds),
+                    labels: [...document.querySelectorAll("#time-axis .tick")]
+                              .map(t => t.textContent),
+                    fleet: document.getElementById("fleet").value,
+                    fleets: [...document.getElementById("fleet").options].map(o => o.value),
+                    total: document.getElementById("total").textContent,
+                    table: [...document.querySelectorAll("#rounds tbody tr")]
+                              .map(r => r.cells[2].textContent),
+                    address: location.search}; })()""")
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self.send("Page.captureScreenshot")["data"]))
+
+    def close(self) -> None:
+        self.process.kill()
+        self.process.wait(10)
+        os.close(self.commands)
+        os.close(self.answers)
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Browser]:
+    opened = Browser(tmp_path / "cdp-profile")
+    yield opened
+    opened.close()
+
+
+def history(db: Path, now: float) -> None:
+    """Fleet /f: a round an hour for 400 days, then one every 30 s for the last hour;
+    fleet /g: three rounds in the last hour. Written before the collector starts."""
+    store = Store(db)
+    store.db.execute("PRAGMA synchronous=OFF")
+    hourly = [now - 400 * 86400 + 3600 * n for n in range(400 * 24 - 1)]
+    recent = [now - 3600 + 30 * n for n in range(1, 120)]
+    for number, at in enumerate(hourly + recent):
+        mean = 80 + 3 * math.sin(number / 24)
+        store.add(Round(mean=mean, min=mean - 2, max=mean + 2, count=3, source="json",
+                        fleet="/f", round=number, epoch=1), now=at)
+    for number, mean in enumerate([11.0, 12.0, 13.0]):
+        store.add(Round(mean=mean, source="json", fleet="/g", round=number, epoch=1),
+                  now=now - 300 + number)
+    store.close()
+
+
+def test_picking_a_range_and_a_fleet_redraws_the_chart_with_a_labelled_time_axis(
+        tmp_path: Path, browser: Browser) -> None:
+    now = time.time()
+    history(tmp_path / "rounds.sqlite3", now)
+    collector = CollectorProcess(tmp_path / "rounds.sqlite3", tmp_path / "c.log").start()
+    try:
+        browser.open(collector.url("/"))
+        hour = browser.chart()
+        assert (hour["range"], hour["fleet"], hour["fleets"]) == ("hour", "/f", ["/f", "/g"])
+        assert hour["rounds"] == 119 and 100 <= hour["points"] <= 120
+        assert len(hour["labels"]) >= 5 and all(re.search(r"\d:\d\d", label)
+                                                for label in hour["labels"]), hour["labels"]
+
+        browser.pick("range", "year")
+        year = browser.until("document.getElementById('chart').dataset.range === 'year'",
+                             "the year drawn") and browser.chart()
+        in_year = call(collector.url("/api/series?fleet=/f&range=year"))[1]
+        assert year["rounds"] == sum(p["rounds"] for p in in_year["points"]) > 8000
+        assert year["points"] == len(in_year["points"]) >= 360
+        assert len(year["labels"]) >= 11 and not set(year["labels"]) & set(hour["labels"])
+        assert year["address"] == "?fleet=%2Ff&range=year", "kept in the address"
+        OUTPUT.mkdir(exist_ok=True)
+        browser.screenshot(OUTPUT / "collector-page-year.png")
+
+        browser.pick("fleet", "/g")
+        browser.until("document.getElementById('total').textContent === '3'", "fleet /g")
+        fleet_g = browser.chart()
+        assert (fleet_g["rounds"], fleet_g["table"]) == (3, ["13.00", "12.00", "11.00"])
+
+        browser.open(collector.url(f"/?fleet={quote('/f')}&range=week"))
+        week = browser.chart()
+        assert (week["fleet"], week["range"]) == ("/f", "week")
+        in_week = call(collector.url("/api/series?fleet=/f&range=week"))[1]
+        assert week["rounds"] == sum(p["rounds"] for p in in_week["points"]) > 119
+        assert 7 <= len(week["labels"]) <= 8
+    finally:
+        collector.stop()
+
+
+def test_an_empty_collector_says_so(collector: CollectorProcess, browser: Browser) -> None:
+    browser.open(collector.url("/"))
+    assert browser.evaluate("document.getElementById('chart').textContent").endswith(
+        "no rounds yet")
+    assert browser.chart()["fleets"] == []

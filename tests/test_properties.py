@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from zk_sensor.acl import decode_acl
 from zk_sensor.barrier import decode_barrier
 from zk_sensor.collector.app import Collector
+from zk_sensor.collector.series import RANGES
 from zk_sensor.collector.store import Store
 from zk_sensor.config_watch import LiveConfig
 from zk_sensor.coordination import decode_epoch, decode_incarnation, epoch_holder
@@ -173,5 +174,21 @@ def test_the_json_endpoint_refuses_garbage_and_stores_nothing(
 @given(st.text(max_size=30))
 def test_reads_answer_garbage_queries_without_a_server_error(collector: Collector,
                                                               query: str) -> None:
-    for path in ("/api/rounds", "/api/summary", "/healthz", "/metrics", "/"):
+    for path in ("/api/rounds", "/api/series", "/api/summary", "/healthz", "/metrics", "/"):
         assert call(collector, "GET", path, query) < 500
+
+
+@FAST
+@given(st.dictionaries(st.sampled_from(["fleet", "range", "limit", "before", "x"]),
+                       QUERY_VALUES | st.sampled_from(["", "/f", "hour", "year", "1"]),
+                       max_size=4))
+def test_series_and_listing_answer_near_miss_queries_without_a_server_error(
+        collector: Collector, query: dict[str, str]) -> None:
+    """Names right, values wrong: the queries a typo in a dashboard's URL sends."""
+    from urllib.parse import urlencode
+
+    for path in ("/api/series", "/api/rounds"):
+        status = call(collector, "GET", path, urlencode(query))
+        assert status < 500
+        if path == "/api/series" and status == 200:
+            assert query.get("range") in RANGES

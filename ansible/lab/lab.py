@@ -13,6 +13,12 @@ Why it is built this way:
   shared read-only by all machines through one overlayfs mount each, so seven machines
   cost one root's disk plus what each writes.  The machines have no route out, so the base
   already holds everything the playbook needs from Debian (ZooKeeper, Java, Python).
+- A host with ``arch: arm64`` in the inventory (a Raspberry Pi's architecture) boots from
+  a second root of that architecture (``base-arm64``, built once likewise), every binary
+  in it run by qemu-user: the lab registers Debian's ``qemu-user-static`` with the
+  kernel's binfmt_misc itself, with the F flag, so the interpreter works inside the
+  containers.  Such a machine runs the same systemd, sshd, Python and playbook, only
+  slower; its root has no ZooKeeper (no Java), so it can be a sensor or the collector.
 - The network lives in namespaces that the lab creates itself (``ip netns``), joined to
   nspawn with ``--network-namespace-path``: the addresses are on the interfaces before the
   machine boots, nothing inside configures networking, and the host side of each veth is
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
+import functools
 import hashlib
 import ipaddress
 import json
@@ -69,6 +76,8 @@ SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 SUITE = "bookworm"
 # Bump when the recipe below changes: `up` then rebuilds the base (when no machine uses it).
 BASE_RECIPE = 1
+# The same for the roots of other architectures (see FOREIGN_PACKAGES...).
+FOREIGN_BASE_RECIPE = 1
 BASE_STAMP = "etc/zk-sensor-lab-base"
 DEBOOTSTRAP_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-venv",
@@ -78,6 +87,38 @@ DEBOOTSTRAP_PACKAGES = (
     "acl", "netbase", "curl",
 )
 CHROOT_PACKAGES = ("zookeeper", "default-jre-headless")
+# A root of another architecture is a sensor's (or the collector's): no ZooKeeper, no
+# Java, and no apt run under emulation, only debootstrap.  python3-spidev: an arm64 C
+# extension from Debian's archive, for the check that a venv made with
+# --system-site-packages sees the machine's own Python libraries (as python3-lgpio on
+# Raspberry Pi OS).
+FOREIGN_PACKAGES = ("python3-spidev",)
+# Raspberry Pi OS has these groups for its device nodes, Debian has not: the foreign root
+# gets them, so the playbook's "add the user to the device groups that exist" is tested
+# both ways (present there, absent on the native machines).
+FOREIGN_GROUPS = ("gpio", "spi", "i2c")
+# Debian architecture -> qemu's name for it (binfmt entry qemu-<name>, from Debian's
+# qemu-user-static).  The tests exercise arm64.
+QEMU_ARCHES = {"arm64": "aarch64", "armhf": "arm"}
+BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
+BINFMT_D = Path("/usr/lib/binfmt.d")
+# Under qemu-user systemd cannot set up a unit's credentials ("Failed to set up
+# credentials: Invalid argument") and fails the unit: systemd-sysusers,
+# systemd-tmpfiles-setup-dev and others that merely offer credentials.  A drop-in in the
+# foreign root clears those settings (the lab passes no credentials).
+CREDENTIAL_SETTINGS = ("LoadCredential", "SetCredential")
+# How nspawn powers a machine off: SIGRTMIN+4 to its systemd.  qemu-user keeps host
+# real-time signals for itself and hands the guest SIGRTMIN+4 on as another one (systemd
+# then went to emergency mode), so an emulated machine gets SIGINT instead, a plain
+# signal, which systemd answers with ctrl-alt-del.target: the foreign root points that at
+# poweroff.target.
+KILL_SIGNAL = "SIGRTMIN+4"
+FOREIGN_KILL_SIGNAL = "SIGINT"
+QEMU_CREDENTIALS_DROPIN = """\
+# zk-sensor lab: this root's binaries run under qemu-user, where systemd cannot set up
+# credentials; the lab passes none, so the unit gets none.
+[Service]
+{settings}"""
 MASKED_UNITS = (
     # Nothing inside configures the network (the address is set from the host side), so
     # nothing must wait for it either.
@@ -111,6 +152,8 @@ SSH_OPTIONS = (
 )
 SSH_CONNECT_TIMEOUT_S = 5
 BOOT_TIMEOUT_S = 180.0
+# A machine of another architecture boots under emulation, beside the native ones.
+FOREIGN_BOOT_TIMEOUT_S = 600.0
 STOP_TIMEOUT_S = 20.0
 POLL_S = 0.2
 
@@ -145,11 +188,29 @@ def run(cmd: Sequence[str | os.PathLike[str]], *, check: bool = True, capture: b
 
 @dataclass(frozen=True)
 class Host:
-    """One inventory host: its name, lab address and the groups it belongs to."""
+    """One inventory host: its name, lab address, the groups it belongs to and its Debian
+    architecture (the inventory's ``arch``; this machine's own by default)."""
 
     name: str
     address: str
     groups: tuple[str, ...]
+    arch: str = ""
+
+    @property
+    def foreign(self) -> bool:
+        """Whether its binaries run under qemu-user (another architecture than ours)."""
+        return bool(self.arch) and self.arch != native_arch()
+
+
+@functools.cache
+def native_arch() -> str:
+    """This machine's Debian architecture (amd64, arm64...)."""
+    if shutil.which("dpkg"):
+        found = run(["dpkg", "--print-architecture"], check=False, capture=True).stdout
+        if found.strip():
+            return found.strip()
+    machines = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "armhf", "i686": "i386"}
+    return machines.get(os.uname().machine, os.uname().machine)
 
 
 def walk_groups(name: str, group: dict | None,
@@ -188,7 +249,15 @@ def load_inventory(path: Path) -> tuple[dict[str, Host], ipaddress.IPv4Network]:
         if not in_network:
             raise LabError(f"{path}: {name} has ansible_host {address!r}, not in {network}")
         old_groups = known.groups if known else ()
-        hosts[name] = Host(name, address, tuple(dict.fromkeys((*old_groups, *groups))))
+        arch = str(host_vars.get("arch") or (known.arch if known else "") or native_arch())
+        if arch != native_arch() and arch not in QEMU_ARCHES:
+            raise LabError(f"{path}: {name} has arch {arch!r}; the lab runs {native_arch()} "
+                           f"machines and, under qemu-user, {', '.join(QEMU_ARCHES)}")
+        hosts[name] = Host(name, address, tuple(dict.fromkeys((*old_groups, *groups))), arch)
+    for host in hosts.values():
+        if host.foreign and "zookeeper" in host.groups:
+            raise LabError(f"{path}: {host.name} is a ZooKeeper server of arch {host.arch}, "
+                           f"but the lab's {host.arch} root has no Java: make it a sensor")
     return hosts, network
 
 
@@ -278,11 +347,80 @@ def write_file(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def debootstrap(root: Path) -> None:
-    """The minimal Debian system with systemd, sshd and Python (a minbase plus our list)."""
+def debootstrap(root: Path, foreign_arch: str | None = None) -> None:
+    """The minimal Debian system with systemd, sshd and Python (a minbase plus our list);
+    of another architecture with ``foreign_arch`` (its second stage runs under qemu-user)."""
+    packages = [*DEBOOTSTRAP_PACKAGES, *(FOREIGN_PACKAGES if foreign_arch else ())]
     run(in_private_namespaces([
         "debootstrap", "--variant=minbase", "--components=main",
-        "--include=" + ",".join(DEBOOTSTRAP_PACKAGES), SUITE, root, MIRROR]))
+        *([f"--arch={foreign_arch}"] if foreign_arch else []),
+        "--include=" + ",".join(packages), SUITE, root, MIRROR]))
+
+
+def binfmt_entry(arch: str) -> Path:
+    """binfmt_misc's file for an architecture's qemu-user interpreter."""
+    return BINFMT_DIR / f"qemu-{QEMU_ARCHES[arch]}"
+
+
+def ensure_binfmt(arch: str) -> None:
+    """Make the kernel run ``arch`` binaries through Debian's qemu-user-static, inside
+    containers too.
+
+    Mounts binfmt_misc if needed and registers the entry Debian ships in /usr/lib/binfmt.d
+    (what systemd-binfmt does at boot; this host may have no systemd as PID 1).  Its F flag
+    (fix binary) makes the kernel open the interpreter once, from the host's file system,
+    so the containers need no qemu of their own.  An entry already registered is kept if
+    it has F (and enabled if it was disabled); one without F would fail inside the
+    containers: it is reported, not replaced.
+    """
+    if not (BINFMT_DIR / "register").exists():
+        run(["mount", "-t", "binfmt_misc", "binfmt_misc", BINFMT_DIR])
+    entry = binfmt_entry(arch)
+    if not entry.exists():
+        conf = BINFMT_D / f"{entry.name}.conf"
+        if not conf.is_file():
+            raise LabError(f"{conf} is missing: the lab's {arch} machines need "
+                           "`apt-get install qemu-user-static`")
+        line = next((line for line in conf.read_text().splitlines()
+                     if line.startswith(":")), "")
+        fields = line.split(":")
+        if len(fields) < 8 or "F" not in fields[7] or not Path(fields[6]).exists():
+            raise LabError(f"{conf} is not a usable binfmt entry with the F flag: {line!r}")
+        (BINFMT_DIR / "register").write_text(line)
+    text = entry.read_text()
+    flags = re.search(r"^flags: *(\S*)", text, re.MULTILINE)
+    if not flags or "F" not in flags.group(1):
+        raise LabError(f"{entry} is registered without the F flag, so it cannot work inside "
+                       f"containers: remove it (`echo -1 > {entry}`) and run the lab again")
+    if text.splitlines()[0].strip() != "enabled":
+        entry.write_text("1")
+
+
+def units_with_credentials(root: Path) -> dict[str, list[str]]:
+    """The root's service units that set up credentials, and the settings they use."""
+    found: dict[str, list[str]] = {}
+    for unit in sorted((root / "lib/systemd/system").glob("*.service")):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            text = unit.read_text()
+            used = [s for s in CREDENTIAL_SETTINGS if re.search(rf"^{s}=", text, re.MULTILINE)]
+            if used:
+                found[unit.name] = used
+    return found
+
+
+def configure_foreign_base(root: Path) -> None:
+    """What a root of another architecture needs beyond configure_base: no credentials
+    under qemu-user (see CREDENTIAL_SETTINGS), and Raspberry Pi OS's device groups."""
+    for unit, settings in units_with_credentials(root).items():
+        write_file(root / "etc/systemd/system" / f"{unit}.d" / "zk-sensor-lab-qemu.conf",
+                   QEMU_CREDENTIALS_DROPIN.format(settings="".join(f"{s}=\n" for s in settings)))
+    ctrl_alt_del = root / "etc/systemd/system/ctrl-alt-del.target"
+    if not ctrl_alt_del.is_symlink():
+        ctrl_alt_del.symlink_to("/lib/systemd/system/poweroff.target")
+    for group in FOREIGN_GROUPS:
+        # groupadd --root chroots by itself: this machine's binary, nothing emulated.
+        if not re.search(rf"^{group}:", (root / "etc/group").read_text(), re.MULTILINE):
+            run(["groupadd", "--root", root, "--system", group], capture=True)
 
 
 def install_zookeeper(root: Path) -> None:
@@ -340,17 +478,29 @@ def configure_base(root: Path) -> None:
     (root / "var/log/journal").mkdir(parents=True, exist_ok=True)
 
 
-def build_base(lab_dir: Path, log: Log = log_stderr) -> float:
-    """Build the shared Debian root once; returns the seconds it took (0 when it existed).
+def base_dir(lab_dir: Path, arch: str) -> Path:
+    """Where the root of an architecture lives: ``base`` for this machine's own (as it
+    always was), ``base-<arch>`` for another."""
+    return lab_dir / ("base" if arch == native_arch() else f"base-{arch}")
+
+
+def build_base(lab_dir: Path, log: Log = log_stderr, arch: str | None = None) -> float:
+    """Build the shared Debian root of an architecture (this machine's by default) once;
+    returns the seconds it took (0 when it existed).
 
     Built in a temporary directory and renamed into place only when complete, so an
-    interrupted build never looks like a base; leftovers of one are removed first.
+    interrupted build never looks like a base; leftovers of one are removed first.  A
+    foreign root is debootstrap's alone (its second stage under qemu-user, registered
+    first), with configure_foreign_base's additions.
     """
-    base = lab_dir / "base"
-    if base_recipe(base) == BASE_RECIPE:
+    arch = arch or native_arch()
+    foreign = arch != native_arch()
+    recipe = FOREIGN_BASE_RECIPE if foreign else BASE_RECIPE
+    base = base_dir(lab_dir, arch)
+    if base_recipe(base) == recipe:
         return 0.0
     lab_dir.mkdir(parents=True, exist_ok=True)
-    for stale in lab_dir.glob("base.tmp.*"):
+    for stale in lab_dir.glob(f"{base.name}.tmp.*"):
         log(f"removing the unfinished build {stale}")
         remove_tree(stale)
     if base.exists():
@@ -359,20 +509,31 @@ def build_base(lab_dir: Path, log: Log = log_stderr) -> float:
                            "run `lab.py down` first")
         log(f"removing the outdated or incomplete {base}")
         remove_tree(base)
-    tmp = lab_dir / f"base.tmp.{os.getpid()}"
+    tmp = lab_dir / f"{base.name}.tmp.{os.getpid()}"
     started = time.monotonic()
-    log(f"building the base root (debootstrap {SUITE} from {MIRROR}); takes a few minutes")
-    debootstrap(tmp)
-    log("installing " + ", ".join(CHROOT_PACKAGES) + " into the base")
-    install_zookeeper(tmp)
+    if foreign:
+        ensure_binfmt(arch)
+        log(f"building the {arch} base root (debootstrap {SUITE} from {MIRROR}, its second "
+            "stage under qemu-user); takes a few minutes")
+        debootstrap(tmp, arch)
+        packages = [*DEBOOTSTRAP_PACKAGES, *FOREIGN_PACKAGES]
+    else:
+        log(f"building the base root (debootstrap {SUITE} from {MIRROR}); "
+            "takes a few minutes")
+        debootstrap(tmp)
+        log("installing " + ", ".join(CHROOT_PACKAGES) + " into the base")
+        install_zookeeper(tmp)
+        packages = [*DEBOOTSTRAP_PACKAGES, *CHROOT_PACKAGES]
     configure_base(tmp)
+    if foreign:
+        configure_foreign_base(tmp)
     seconds = time.monotonic() - started
     write_file(tmp / BASE_STAMP, json.dumps({
-        "recipe": BASE_RECIPE, "suite": SUITE, "mirror": MIRROR,
+        "recipe": recipe, "arch": arch, "suite": SUITE, "mirror": MIRROR,
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1),
-        "packages": [*DEBOOTSTRAP_PACKAGES, *CHROOT_PACKAGES]}, indent=1) + "\n")
+        "packages": packages}, indent=1) + "\n")
     tmp.rename(base)
-    log(f"base root built in {seconds:.0f} s")
+    log(f"{arch} base root built in {seconds:.0f} s")
     return seconds
 
 
@@ -688,7 +849,8 @@ class Lab:
         self.site = site
         self.hosts, self.network = load_inventory(inventory)
         self.lab_dir = lab_dir
-        self.base = lab_dir / "base"
+        # The root of this machine's architecture; others' are base_dir(lab_dir, arch).
+        self.base = base_dir(lab_dir, native_arch())
         self.machines_dir = lab_dir / "machines"
         self.key = lab_dir / "id_ed25519"
         self.controller = ipaddress.ip_interface(
@@ -701,6 +863,16 @@ class Lab:
             raise LabError(f"{taken[0]} uses {self.controller.ip}, the controller's address")
 
     # ---- topology
+
+    @property
+    def arches(self) -> list[str]:
+        """The architectures of the lab's machines, this machine's own first."""
+        return sorted({h.arch for h in self.hosts.values()} | {native_arch()},
+                      key=lambda a: (a != native_arch(), a))
+
+    def base_of(self, host: Host) -> Path:
+        """The root a machine boots from."""
+        return base_dir(self.lab_dir, host.arch)
 
     @property
     def groups(self) -> dict[str, list[str]]:
@@ -784,7 +956,7 @@ class Lab:
             directory.mkdir(parents=True, exist_ok=True)
         if root not in mounts_under(root):
             run(["mount", "-t", "overlay", "overlay", "-o",
-                 f"lowerdir={self.base},upperdir={upper},workdir={work}", root])
+                 f"lowerdir={self.base_of(host)},upperdir={upper},workdir={work}", root])
         write_file(root / "etc/hostname", host.name + "\n")
         write_file(root / "etc/hosts", self.hosts_file())
         machine_id = root / "etc/machine-id"
@@ -803,15 +975,17 @@ class Lab:
 
         --keep-unit/--register=no: there is no systemd on the host to register with.
         --kill-signal: SIGTERM to nspawn becomes SIGRTMIN+4 to the container's systemd,
-        a clean poweroff.  --resolv-conf/--timezone/--link-journal off: the machine keeps
-        its own files, nothing of the host's leaks in.  No --capability: the default set
-        is enough for systemd, sshd, ping and Java.
+        a clean poweroff (SIGINT for an emulated one: see FOREIGN_KILL_SIGNAL).
+        --resolv-conf/--timezone/--link-journal off: the machine keeps its own files,
+        nothing of the host's leaks in.  No --capability: the default set is enough for
+        systemd, sshd, ping and Java.
         """
         return ["systemd-nspawn", "--boot", "--register=no", "--keep-unit",
                 f"--network-namespace-path=/run/netns/{NETNS_PREFIX}{host.name}",
                 "-D", str(root), f"--machine={host.name}", "--private-users=no",
                 "--link-journal=no", "--resolv-conf=off", "--timezone=off",
-                "--console=read-only", "--kill-signal=SIGRTMIN+4",
+                "--console=read-only",
+                f"--kill-signal={FOREIGN_KILL_SIGNAL if host.foreign else KILL_SIGNAL}",
                 # Plain text in console.log instead of ANSI colour codes.
                 "--setenv=SYSTEMD_COLORS=0"]
 
@@ -871,17 +1045,22 @@ class Lab:
             self.log(f"{name} is degraded: {failed.stdout.strip()}")
         return time.monotonic()
 
-    def wait_ready(self, names: Sequence[str],
-                   timeout: float = BOOT_TIMEOUT_S) -> dict[str, float]:
-        """Wait for machines in parallel; seconds from now until each was ready."""
+    def wait_ready(self, names: Sequence[str], timeout: float = BOOT_TIMEOUT_S,
+                   foreign_timeout: float = FOREIGN_BOOT_TIMEOUT_S) -> dict[str, float]:
+        """Wait for machines in parallel; seconds from now until each was ready.  A machine
+        of another architecture (emulated) has ``foreign_timeout``."""
         started = time.monotonic()
-        deadline = started + timeout
         with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
-            futures = {n: pool.submit(self._wait_one, n, deadline) for n in names}
+            futures = {n: pool.submit(self._wait_one, n, started + (
+                foreign_timeout if self.host(n).foreign else timeout)) for n in names}
             return {n: f.result() - started for n, f in futures.items()}
 
-    def _stop(self, name: str, timeout: float = STOP_TIMEOUT_S) -> None:
-        """Clean poweroff of one container, SIGKILL after ``timeout``; idempotent."""
+    def _stop(self, name: str, timeout: float | None = None) -> None:
+        """Clean poweroff of one container, SIGKILL after ``timeout`` (STOP_TIMEOUT_S, three
+        times that for an emulated machine); idempotent."""
+        if timeout is None:
+            foreign = name in self.hosts and self.hosts[name].foreign
+            timeout = STOP_TIMEOUT_S * (3 if foreign else 1)
         pids = set(lab_nspawn_processes().get(name, []))
         own = self.pid(name)
         if own:
@@ -907,6 +1086,8 @@ class Lab:
         with self._locked():
             self._require_base()
             self._ensure_key()
+            if host.foreign:
+                ensure_binfmt(host.arch)
             ensure_bridge(self.controller)
             ensure_machine_network(host, self.network.prefixlen, force_up=False)
             self._prepare_root(host)
@@ -979,9 +1160,11 @@ class Lab:
         return result
 
     def _require_base(self) -> None:
-        """Operations on machines need the base root; `up` is what builds it."""
-        if base_recipe(self.base) is None:
-            raise LabError(f"no base root at {self.base}: run `lab.py up`")
+        """Operations on machines need the base roots; `up` is what builds them."""
+        for arch in self.arches:
+            base = base_dir(self.lab_dir, arch)
+            if base_recipe(base) is None:
+                raise LabError(f"no base root at {base}: run `lab.py up`")
 
     def up(self, provision: bool = True) -> UpResult:
         """Build the base if needed, boot every machine, wait for all, then apply site.yml.
@@ -989,7 +1172,16 @@ class Lab:
         Returns the timings; without site.yml it stops after booting and says so.
         """
         with self._locked():
-            base_seconds = build_base(self.lab_dir, self.log)
+            # The roots of several architectures are built side by side: a foreign one
+            # spends its minutes in emulated package scripts, on one core.
+            for arch in self.arches:
+                if arch != native_arch():
+                    ensure_binfmt(arch)
+            building = time.monotonic()
+            with ThreadPoolExecutor(max_workers=len(self.arches)) as pool:
+                built = list(pool.map(lambda a: build_base(self.lab_dir, self.log, a),
+                                      self.arches))
+            base_seconds = time.monotonic() - building if any(built) else 0.0
             self._ensure_key()
             ensure_bridge(self.controller)
             started = time.monotonic()
@@ -1089,7 +1281,8 @@ def print_summary(lab: Lab, result: UpResult) -> None:
     print(f"lab up: {len(lab.hosts)} machines ready in {result.boot_seconds:.1f} s "
           f"(base root {base}); controller {lab.controller.ip} on {BRIDGE}")
     for host in lab.hosts.values():
-        print(f"  {host.name:<12} {host.address:<15} {','.join(host.groups)}")
+        emulated = f"  {host.arch}, under qemu-user" if host.foreign else ""
+        print(f"  {host.name:<12} {host.address:<15} {','.join(host.groups)}{emulated}")
     example = (lab.groups.get("sensors") or list(lab.hosts))[0]
     cmd = lab_command()
     print("get in:")

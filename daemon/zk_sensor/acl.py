@@ -4,7 +4,7 @@ Three identities (README, "Access control"):
 - the operator may do everything, ACLs included;
 - the fleet (every node shares one identity) reads the config and does everything a node
   does (readings, election, barrier, epoch, counter, outbox), but may not change the
-  config or any ACL;
+  config, request a switchover or change any ACL;
 - anyone else may read what `zk-sensorctl status` shows, except the config, and write
   nothing.
 
@@ -23,7 +23,7 @@ import json
 from collections import deque
 from dataclasses import dataclass
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, Id, Permissions
 
 from .access import Credentials
@@ -48,7 +48,8 @@ class AclMatrix:
     def for_path(self, layout: Layout, path: str) -> list[ACL]:
         if path == layout.namespace:
             return self.root
-        if path in (layout.config, layout.member_acl) or path.startswith(layout.config + "/"):
+        if path in (layout.config, layout.member_acl, layout.switchover) \
+                or path.startswith(layout.config + "/"):
             return self.config
         return self.member
 
@@ -88,6 +89,8 @@ def apply_acls(zk: Zk, layout: Layout, matrix: AclMatrix) -> AclReport:
     prepare_namespace(zk, layout)
     publish_member_acl(zk, layout, matrix.member)
     report = AclReport()
+    if create_switchover(zk, layout, matrix.config):
+        report.changed += 1
     pending = deque([layout.namespace])
     while pending:
         path = pending.popleft()
@@ -103,6 +106,19 @@ def apply_acls(zk: Zk, layout: Layout, matrix: AclMatrix) -> AclReport:
         report.znodes += 1
         pending.extend(f"{path}/{child}" for child in children)
     return report
+
+
+def create_switchover(zk: Zk, layout: Layout, acls: list[ACL]) -> bool:
+    """The switchover request's znode, empty, under the operator's ACL: were it missing,
+    the fleet (which may create in the namespace root) could create it and request
+    switchovers itself. True if it was created."""
+    if zk.exists(layout.switchover) is not None:
+        return False
+    try:
+        zk.create(layout.switchover, b"", acl=acls)
+    except NodeExistsError:
+        return False
+    return True
 
 
 def encode_acl(acls: list[ACL]) -> bytes:

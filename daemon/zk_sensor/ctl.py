@@ -1,7 +1,9 @@
-"""zk-sensorctl: the operator's view of the fleet and its config, from ZooKeeper alone.
+"""zk-sensorctl: the operator's view of the fleet and its config, from ZooKeeper alone,
+and the operator's levers: the config, the ACLs, a switchover.
 
-Exit status: 0 done, 1 ZooKeeper unreachable or failing, 2 invalid usage or value
-(refused before anything is written) or refused by ZooKeeper's ACLs.
+Exit status: 0 done, 1 ZooKeeper unreachable or failing (or a switchover not done in
+time), 2 invalid usage or value (refused before anything is written) or refused by
+ZooKeeper's ACLs. `check` follows the Nagios plugin convention instead (check.py).
 
 Where to connect and as whom comes from the command line, then ZK_SENSOR_* variables,
 then a node's TOML file (`-c /etc/zk-sensor/zk-sensor.toml`), so an operator on a node
@@ -20,9 +22,11 @@ from kazoo.client import KazooClient
 
 from .access import ZkAccess, read_credentials, zk_access
 from .acl import acl_matrix, apply_acls
+from .check import UNKNOWN, add_arguments, cmd_check
 from .layout import CONFIG_KEYS, Layout
 from .sources import SettingsError
-from .status import fleet_status, read_config, render_status
+from .status import fleet_status, format_status, read_config, watch_status
+from .switchover import cmd_switchover
 from .validation import CONFIG_PARSERS, InvalidValue, format_config_value
 from .zk import ZK_ERRORS, AccessRefused, Zk
 
@@ -40,12 +44,14 @@ CONNECTION_SETTINGS = {
 
 
 def cmd_status(zk: Zk, layout: Layout, args: argparse.Namespace) -> int:
+    if args.watch:
+        return watch_status(zk, layout, args.interval, args.json, sys.stdout)
     try:
         status = fleet_status(zk, layout, time.time())
     except LookupError as error:
         print(f"zk-sensorctl: {error}", file=sys.stderr)
         return 1
-    print(json.dumps(status, indent=2) if args.json else render_status(status))
+    print(format_status(status, args.json))
     return 0
 
 
@@ -100,9 +106,21 @@ def prepare_acl_apply(args: argparse.Namespace, access: ZkAccess) -> None:
     args.operator, args.fleet = access.credentials.user, fleet.user
 
 
+def seconds(text: str) -> float:
+    """An argparse type: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zk-sensorctl", description="Status and config of a zk-sensor fleet."
+        prog="zk-sensorctl", description="Status, config, switchover and health check of a "
+        "zk-sensor fleet."
     )
     parser.add_argument("-c", "--config", help="a node's TOML file: ZooKeeper hosts, "
                         "namespace, credentials and TLS files are read from it")
@@ -120,7 +138,26 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="leader, devices, counter, config, last mean")
     status.add_argument("--json", action="store_true", help="machine-readable output")
+    status.add_argument("--watch", action="store_true",
+                        help="refresh in place until Ctrl-C (which exits 0)")
+    status.add_argument("--interval", type=seconds, default=2.0,
+                        help="seconds between refreshes with --watch (default 2)")
     status.set_defaults(handler=cmd_status)
+    switchover = commands.add_parser(
+        "switchover", help="the leader hands over between two rounds, to --to ID or the next "
+        "in line (exit 0 done, 1 not done in time, 2 refused)")
+    switchover.add_argument("--to", metavar="ID", help="a live candidate other than the leader")
+    switchover.add_argument("--wait", type=seconds, default=5.0,
+                            help="seconds to wait for the new leader (default 5)")
+    switchover.set_defaults(handler=cmd_switchover)
+    check = commands.add_parser(
+        "check", help="the fleet's health as a Nagios plugin: one line, exit 0 OK, 1 WARNING, "
+        "2 CRITICAL, 3 UNKNOWN")
+    add_arguments(check)
+    check.add_argument("--timeout", type=seconds, default=4.0,
+                       help="seconds for connecting, and again for the reads (default 4: "
+                       "Nagios gives a plugin 10)")
+    check.set_defaults(handler=cmd_check)
     config = commands.add_parser("config", help="read or change the fleet's live config")
     config_commands = config.add_subparsers(dest="config_command", required=True)
     get = config_commands.add_parser("get", help="show config values")
@@ -142,18 +179,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def connection_settings(args: argparse.Namespace) -> dict[str, str]:
-    """Command line, then ZK_SENSOR_* variables, then the node's file, then defaults."""
-    from_file: dict[str, Any] = {}
+def node_file(args: argparse.Namespace) -> dict[str, Any]:
+    """The node's TOML file (`-c` or ZK_SENSOR_CONFIG), or nothing."""
     config_file = args.config or os.environ.get("ZK_SENSOR_CONFIG")
-    if config_file:
-        try:
-            with open(config_file, "rb") as handle:
-                from_file = tomllib.load(handle)
-        except OSError as error:
-            raise SettingsError(f"cannot read {config_file}: {error.strerror}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise SettingsError(f"{config_file} is not valid TOML: {error}") from None
+    if not config_file:
+        return {}
+    try:
+        with open(config_file, "rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise SettingsError(f"cannot read {config_file}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{config_file} is not valid TOML: {error}") from None
+
+
+def connection_settings(args: argparse.Namespace, from_file: dict[str, Any]) -> dict[str, str]:
+    """Command line, then ZK_SENSOR_* variables, then the node's file, then defaults."""
     chosen = {}
     for name, default in CONNECTION_SETTINGS.items():
         value = getattr(args, name) or os.environ.get(f"ZK_SENSOR_{name.upper()}") \
@@ -162,38 +203,44 @@ def connection_settings(args: argparse.Namespace) -> dict[str, str]:
     return chosen
 
 
+def failure(args: argparse.Namespace, status: int, message: str) -> int:
+    """One line and the exit status; `check` answers as a Nagios plugin: on stdout, and
+    UNKNOWN, since it could not tell how the fleet is."""
+    if args.handler is cmd_check:
+        print(f"UNKNOWN: {message}")
+        return UNKNOWN
+    print(f"zk-sensorctl: {message}", file=sys.stderr)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        chosen = connection_settings(args)
+        args.node_file = node_file(args)
+        chosen = connection_settings(args, args.node_file)
         access = zk_access(chosen["zk_auth_file"], chosen["zk_ca_file"],
                            chosen["zk_cert_file"], chosen["zk_key_file"])
+        args.access = access
         if args.handler is cmd_config_set:
             args.text = validated_value(args.key, args.value)
         if args.handler is cmd_acl_apply:
             prepare_acl_apply(args, access)
     except (InvalidValue, SettingsError) as error:
-        print(f"zk-sensorctl: refused: {error}", file=sys.stderr)
-        return 2
+        return failure(args, 2, f"refused: {error}")
     hosts = chosen["zookeeper"]
+    connect_timeout = getattr(args, "timeout", CONNECT_TIMEOUT)
     client = KazooClient(hosts=hosts, timeout=CONNECT_TIMEOUT, **access.client_options())
     try:
-        client.start(timeout=CONNECT_TIMEOUT)
+        client.start(timeout=connect_timeout)
     except ZK_ERRORS:
-        print(f"zk-sensorctl: cannot reach ZooKeeper at {hosts} ({access.describe()})",
-              file=sys.stderr)
-        return 1
+        return failure(args, 1, f"cannot reach ZooKeeper at {hosts} ({access.describe()})")
     try:
         return args.handler(Zk(client, CALL_DEADLINE), Layout(chosen["namespace"]), args)
     except AccessRefused as error:
-        print(f"zk-sensorctl: ZooKeeper refused this as {access.describe()} "
-              f"({error}); an operator's --zk-auth-file is needed",
-              file=sys.stderr)
-        return 2
+        return failure(args, 2, f"ZooKeeper refused this as {access.describe()} ({error}); "
+                                "an operator's --zk-auth-file is needed")
     except ZK_ERRORS as error:
-        print(f"zk-sensorctl: ZooKeeper error: {type(error).__name__} {error}".rstrip(),
-              file=sys.stderr)
-        return 1
+        return failure(args, 1, f"ZooKeeper error: {type(error).__name__} {error}".rstrip())
     finally:
         client.stop()
         client.close()

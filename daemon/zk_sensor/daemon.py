@@ -27,6 +27,7 @@ from .coordination import prepare_namespace
 from .delivery import Courier, one_line
 from .device import Device
 from .election import Election
+from .handover import Handover
 from .layout import Layout
 from .leader import Leader
 from .lease import timing_problem
@@ -80,6 +81,8 @@ class Node:
         self.leader = Leader(self.zk, self.layout, self.node_id, settings.outbox_limit,
                              self.config, self.view, self.courier, settings.session_timeout,
                              self._on_devices_changed)
+        self.handover = Handover(self.zk, self.layout, self.node_id, self.election,
+                                 self.leader, settings.http_timeout, self._on_switchover)
 
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.waker = Waker()
@@ -124,6 +127,9 @@ class Node:
     def _on_devices_changed(self, _event: object) -> None:
         self._post("devices")
 
+    def _on_switchover(self, _event: object) -> None:
+        self._post("switchover")
+
     def _on_delivery(self, round_number: int, outcome: str, detail: str) -> None:
         """From the courier thread: the collector's answer for a round."""
         self._post("delivery", round_number, outcome, detail)
@@ -151,9 +157,12 @@ class Node:
         return self.link_up and self.leader.fresh(time.monotonic())
 
     def delivery_epoch(self) -> int | None:
-        """Asked by the courier before every attempt: our epoch, if we may deliver now."""
+        """Asked by the courier before every attempt: our epoch, if we may deliver now (not
+        while a switchover waits out the attempt in flight)."""
         office = self.leader.office
-        return office.epoch if office is not None and self.leading else None
+        if office is None or not self.leading or self.handover.holds_deliveries:
+            return None
+        return office.epoch
 
     # The loop.
 
@@ -232,6 +241,7 @@ class Node:
             deadlines.extend(self.leader.deadlines())
         if self.device.deadline is not None:
             deadlines.append(self.device.deadline)
+        deadlines.extend(self.handover.deadlines())
         ahead = [deadline - now for deadline in deadlines if deadline > now]
         return min([MAX_IDLE, *ahead])
 
@@ -244,6 +254,7 @@ class Node:
             "devices": self.on_devices_event,
             "delivery": self.on_delivery_event,
             "reading": self.on_reading_event,
+            "switchover": self.on_switchover_event,
         }
         while True:
             try:
@@ -276,6 +287,7 @@ class Node:
                 return
             self.need_evaluate = True
             self.need_barrier_read = True
+            self.handover.need_read = True
 
     def on_election_event(self) -> None:
         self.need_evaluate = True
@@ -285,6 +297,9 @@ class Node:
         clock = self.leader.clock
         if changed and key == "sampling_period" and clock is not None:
             clock.retime(self.config.sampling_period, time.monotonic())
+
+    def on_switchover_event(self) -> None:
+        self.handover.need_read = True
 
     def on_barrier_event(self) -> None:
         self.need_barrier_read = True
@@ -366,6 +381,8 @@ class Node:
             self.register()
         if self.need_barrier_read:
             self.read_barrier()
+        if self.handover.step_aside(time.monotonic()):
+            self.need_evaluate = True
         if self.need_evaluate:
             self.evaluate_leadership()
         state = self.view.state
@@ -373,6 +390,8 @@ class Node:
             self.measure(state.round)
         if self.leader.step(self.link_up):
             self.need_evaluate = True
+        if self.handover.hand_over(time.monotonic(), self.leading):
+            self.evaluate_leadership()
         self.recheck_stalled_barrier()
 
     def register(self) -> None:

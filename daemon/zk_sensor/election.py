@@ -10,15 +10,16 @@ the whole fleet (no herd). A candidate's name carries its node id (`n_<id>_<sequ
 so a node finds the candidates of its own earlier lives from one listing, without reading
 every candidate: a mass reconnect of N nodes costs O(N) reads, not O(N^2).
 
-Taking office bumps the epoch znode in the same transaction that checks our candidate
-znode still exists: the epoch (that znode's version) only grows, and it fences every
-later act of this leader.
+Taking office (office.py) bumps the epoch in the same transaction that checks our
+candidate znode still exists: the epoch only grows, and it fences every later act of
+this leader.
+
+A switchover (switchover.py) moves a node to the back of the line: it stands again with a
+new candidate before its old one goes, so it never stops being a live candidate.
 """
 
 import contextlib
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from kazoo.exceptions import NoNodeError
 
@@ -26,13 +27,6 @@ from .layout import Layout
 from .zk import Zk
 
 PREFIX = "n_"
-
-
-@dataclass(frozen=True)
-class Office:
-    epoch: int
-    clock_offset: float
-    taken_at: float
 
 
 def sequence_of(name: str) -> int:
@@ -68,6 +62,7 @@ class Election:
         self.node_id = node_id
         self.on_change = on_change
         self.candidate: str | None = None
+        self.untidy = False
 
     def _watch(self, _event: object) -> None:
         self.on_change()
@@ -105,7 +100,32 @@ class Election:
                 self.node_id.encode(), ephemeral=True, sequence=True,
             )
             self.candidate = path.rsplit("/", 1)[-1]
+        self.untidy = False
         return ghosts
+
+    def stand_again(self) -> None:
+        """Stand again at the back of the line. After an unknown outcome the candidates
+        of ours are not known: `untidy` stays set until `tidy` has removed all but the one
+        we stand with, so no orphan of ours is ever left standing ahead of us."""
+        self.untidy = True
+        path = self.zk.create(
+            f"{self.layout.election}/{candidate_prefix(self.node_id)}",
+            self.node_id.encode(), ephemeral=True, sequence=True,
+        )
+        self.candidate = path.rsplit("/", 1)[-1]
+        self.tidy(self.zk.children(self.layout.election))
+
+    def tidy(self, names: list[str]) -> list[str]:
+        """Remove every candidate named after us but ours; returns the names left."""
+        left = []
+        for name in names:
+            if is_candidate_of(name, self.node_id) and name != self.candidate:
+                with contextlib.suppress(NoNodeError):
+                    self.zk.delete(f"{self.layout.election}/{name}")
+            else:
+                left.append(name)
+        self.untidy = False
+        return left
 
     def evaluate(self) -> bool:
         """True if we are first in line; otherwise watch our predecessor and return False."""
@@ -116,6 +136,8 @@ class Election:
             self.candidate = None
             self.register()
             names = sorted(self.zk.children(self.layout.election), key=sequence_of)
+        if self.untidy:
+            names = self.tidy(names)
         position = names.index(self.candidate)
         if position == 0:
             return True
@@ -123,23 +145,6 @@ class Election:
         if self.zk.exists(predecessor, watch=self._watch) is None:
             self.on_change()
         return False
-
-    def take_office(self, leader_id: str) -> Office:
-        """Bump the epoch, only if our candidacy still stands; raises if it does not."""
-        transaction = self.zk.client.transaction()
-        transaction.check(f"{self.layout.election}/{self.candidate}", 0)
-        transaction.set_data(self.layout.epoch, leader_id.encode())
-        sent_at = time.time()
-        sent_monotonic = time.monotonic()
-        results = self.zk.commit(transaction)
-        failure = next((r for r in results if isinstance(r, Exception)), None)
-        if failure is not None:
-            raise failure
-        stat = results[1]
-        received_at = time.time()
-        server_time = stat.mtime / 1000.0
-        return Office(epoch=stat.version, clock_offset=(sent_at + received_at) / 2 - server_time,
-                      taken_at=sent_monotonic)
 
     def resign(self) -> None:
         if self.candidate is None:

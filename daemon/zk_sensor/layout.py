@@ -69,5 +69,12 @@ class Layout:
         (ZooKeeper shows a node the digests of an ACL only with ADMIN rights)."""
         return f"{self.namespace}/member-acl"
 
+    @property
+    def switchover(self) -> str:
+        """The operator's request that the leader hand over (switchover.py). Persistent and
+        empty between requests: `acl apply` creates it under the config's ACL, so the fleet,
+        which may create znodes in the namespace root, can never create it as its own."""
+        return f"{self.namespace}/switchover"
+
     def persistent_dirs(self) -> tuple[str, ...]:
         return (self.config, self.readings, self.election, self.counter, self.outbox)

@@ -52,6 +52,7 @@ class Leader:
         self.view = view
         self.courier = courier
         self.office: Office | None = None
+        self.last_epoch: int | None = None
         self.lease = Lease()
         self.lease.set_session_timeout(session_timeout)
         self.clock: RoundClock | None = None
@@ -96,6 +97,7 @@ class Leader:
             return False
         self.note_repairs(repairs)
         self.office = office
+        self.last_epoch = office.epoch
         self.lease.renew(office.taken_at)
         self.need_reload = True
         return True
@@ -105,10 +107,12 @@ class Leader:
         self.next_attempt = time.monotonic() + self.backoff
         self.backoff = min(self.backoff * 2, OFFICE_BACKOFF_MAX)
 
-    def step_down(self, reason: str) -> None:
+    def step_down(self, reason: str, failed: bool = True) -> None:
+        """A failure backs the next attempt at office off; a handover is no failure."""
         if self.office is None:
             return
-        log.warning("stepping down as leader (epoch %d): %s", self.office.epoch, reason)
+        log.log(logging.WARNING if failed else logging.INFO,
+                "stepping down as leader (epoch %d): %s", self.office.epoch, reason)
         self.office = None
         self.lease.end()
         self.clock = None
@@ -119,8 +123,14 @@ class Leader:
         self.need_reload = False
         self.unsure_round = None
         self.dropping = False
-        self.next_attempt = time.monotonic() + self.backoff
-        self.backoff = min(self.backoff * 2, OFFICE_BACKOFF_MAX)
+        if failed:
+            self.next_attempt = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, OFFICE_BACKOFF_MAX)
+
+    def between_rounds(self) -> bool:
+        """Nothing of this office is in doubt: its clock runs, the coordination znodes are
+        as it read them, and its last release's outcome is known."""
+        return self.clock is not None and not self.need_reload and self.unsure_round is None
 
     def remembered_round(self) -> int | None:
         return self.view.state.round if self.view.state is not None else None

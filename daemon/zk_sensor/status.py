@@ -1,8 +1,9 @@
 """What `zk-sensorctl status` shows: the fleet as ZooKeeper holds it, read without
-writing anything, and rendered for a terminal."""
+writing anything, and rendered for a terminal, once or refreshed in place (`--watch`)."""
 
+import json
 import time
-from typing import Any
+from typing import Any, TextIO
 
 from kazoo.exceptions import NoNodeError
 
@@ -14,7 +15,10 @@ from .layout import CONFIG_KEYS, Layout
 from .outbox import decode_stats
 from .readings import collect_readings
 from .validation import CONFIG_PARSERS, InvalidValue
-from .zk import AccessRefused, Zk
+from .zk import ZK_ERRORS, AccessRefused, Zk
+
+# Cursor home, then clear the screen: each refresh replaces the last, as watch(1) does.
+CLEAR = "\x1b[H\x1b[2J"
 
 
 def read_config(zk: Zk, layout: Layout) -> dict[str, dict[str, Any]]:
@@ -58,6 +62,7 @@ def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
         "epoch": decode_epoch(epoch[0], epoch[1].version) if epoch else None,
         "round": barrier.round if barrier else None,
         "round_released_at": barrier.released_at if barrier else None,
+        "round_changed_at": barrier_found[1].mtime / 1000 if barrier_found else None,
         "last_aggregate": barrier.last if barrier else None,
         "counter": fleet_total(zk, layout, collection),
         "config": read_config(zk, layout),
@@ -82,6 +87,36 @@ def outbox_status(zk: Zk, layout: Layout) -> dict[str, Any]:
     pending = sorted(int(name) for name in zk.children(layout.outbox) if name.isdigit())
     return {"pending": len(pending), "oldest": pending[0] if pending else None,
             "dropped": stats.dropped, "rejected": stats.rejected}
+
+
+def format_status(status: dict[str, Any], as_json: bool) -> str:
+    return json.dumps(status, indent=2) if as_json else render_status(status)
+
+
+def watch_status(zk: Zk, layout: Layout, interval: float, as_json: bool, out: TextIO) -> int:
+    """Refresh until Ctrl-C, which is how one leaves it: exit 0. A failed read is shown
+    in its refresh and the next one tries again (kazoo reconnects meanwhile)."""
+    clear = CLEAR if out.isatty() else ""
+    try:
+        while True:
+            out.write(clear + refresh(zk, layout, interval, as_json) + "\n")
+            out.flush()
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return 0
+
+
+def refresh(zk: Zk, layout: Layout, interval: float, as_json: bool) -> str:
+    now = time.time()
+    header = (f"Every {interval:g} s: zk-sensorctl status {layout.namespace}    "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}")
+    try:
+        body = format_status(fleet_status(zk, layout, now), as_json)
+    except LookupError as error:
+        body = str(error)
+    except (*ZK_ERRORS, AccessRefused) as error:
+        body = f"cannot read the fleet: {type(error).__name__} {error}".rstrip()
+    return f"{header}\n\n{body}"
 
 
 def render_status(status: dict[str, Any]) -> str:

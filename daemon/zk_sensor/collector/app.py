@@ -3,7 +3,8 @@
 Writes: the seed's `GET /nuevo?dato=<mean>` and the daemon's `POST /api/rounds` (JSON).
 A write keyed by (fleet, incarnation, round) is stored once however often it is sent; the
 seed's endpoint is keyed only when it is given `round` (and `epoch`), as newer daemons do.
-Reads: `/` (the page), `/api/rounds`, `/api/summary`, `/healthz`, `/metrics`.
+Reads: `/` (the page), `/api/rounds`, `/api/series`, `/api/summary`, `/healthz`,
+`/metrics`; none of them reads more rows as history grows.
 Every refusal is a 4xx with a one-line JSON `error`, and stores nothing.
 """
 
@@ -23,11 +24,13 @@ from prometheus_client import generate_latest
 from ..metrics import CONTENT_TYPE
 from .metrics import collector_registry
 from .page import render_page
+from .series import RANGES
 from .store import Outcome, Round, Store
 
 MAX_BODY = 16 * 1024
 MAX_LIMIT = 1000
 MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER: a larger one would fail the insert
+MAX_FLEET = 200
 INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DIGITS = re.compile(r"[0-9]{1,19}")
 SEED_KEY = ("round", "epoch", "fleet", "incarnation")
@@ -114,7 +117,7 @@ def round_from_json(payload: Any) -> Round:
         max=None if optional["max"] is None else finite(optional["max"], "max"),
         measured_at=None if optional["time"] is None else finite(optional["time"], "time"),
         leader=None if optional["leader"] is None else text(optional["leader"], "leader", 64),
-        fleet=None if optional["fleet"] is None else text(optional["fleet"], "fleet", 200),
+        fleet=None if optional["fleet"] is None else text(optional["fleet"], "fleet", MAX_FLEET),
         incarnation=None if optional["incarnation"] is None else incarnation(
             optional["incarnation"]),
     )
@@ -142,9 +145,19 @@ def round_from_query(query: dict[str, list[str]]) -> Round:
         source="nuevo",
         round=whole_param(given["round"], "round"),
         epoch=whole_param(given["epoch"], "epoch"),
-        fleet=text(given["fleet"], "fleet", 200) if "fleet" in given else None,
+        fleet=text(given["fleet"], "fleet", MAX_FLEET) if "fleet" in given else None,
         incarnation=incarnation(given["incarnation"]) if "incarnation" in given else None,
     )
+
+
+def fleet_param(query: dict[str, list[str]]) -> str | None:
+    """A read's `fleet`: a name, or empty for the rounds sent without one."""
+    if "fleet" not in query:
+        return None
+    fleet = query["fleet"][0]
+    if len(fleet) > MAX_FLEET:
+        raise Refused("400 Bad Request", f"fleet must be at most {MAX_FLEET} characters")
+    return fleet
 
 
 class Collector:
@@ -159,6 +172,7 @@ class Collector:
             ("GET", "/nuevo"): self.seed_delivery,
             ("POST", "/api/rounds"): self.json_delivery,
             ("GET", "/api/rounds"): self.list_rounds,
+            ("GET", "/api/series"): self.series,
             ("GET", "/api/summary"): self.summary,
             ("GET", "/healthz"): self.health,
             ("GET", "/metrics"): self.metrics,
@@ -230,16 +244,30 @@ class Collector:
         return self.record(round_from_json(payload))
 
     def list_rounds(self, environ: dict[str, Any]) -> Reply:
-        query = parse_qs(environ.get("QUERY_STRING", ""))
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
         try:
             limit = min(int(query.get("limit", ["100"])[0]), MAX_LIMIT)
-            before = int(query["before"][0]) if "before" in query else None
         except ValueError:
-            raise Refused("400 Bad Request", "limit and before must be integers") from None
+            raise Refused("400 Bad Request", "limit must be an integer") from None
         if limit < 1:
             raise Refused("400 Bad Request", "limit must be at least 1")
-        return json_reply("200 OK", {"host": self.hostname,
-                                     "rounds": self.store.latest(limit, before)})
+        before = whole_param(query["before"][0], "before") if "before" in query else None
+        rounds = self.store.latest(limit, before, fleet_param(query))
+        return json_reply("200 OK", {"host": self.hostname, "rounds": rounds})
+
+    def series(self, environ: dict[str, Any]) -> Reply:
+        query = parse_qs(environ.get("QUERY_STRING", ""), keep_blank_values=True)
+        fleet = fleet_param(query)
+        name = query.get("range", [""])[0]
+        if fleet is None:
+            raise Refused("400 Bad Request", "missing query parameter 'fleet' (empty: rounds "
+                          "sent without a fleet)")
+        if name not in RANGES:
+            raise Refused("400 Bad Request", f"range must be one of {', '.join(RANGES)}")
+        if not self.store.known_fleet(fleet):
+            raise Refused("404 Not Found", f"no rounds ever from fleet {fleet!r}")
+        return json_reply("200 OK", {"fleet": fleet or None, "range": name,
+                                     **self.store.series(fleet, name)})
 
     def summary(self, _environ: dict[str, Any]) -> Reply:
         return json_reply("200 OK", {"host": self.hostname, **self.store.summary()})

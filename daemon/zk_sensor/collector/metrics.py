@@ -27,6 +27,9 @@ class DeliveryCollector(Collector):
         yield deliveries
         summary = self.store.summary()
         yield GaugeMetricFamily("zk_collector_rounds", "Rounds stored.", value=summary["rounds"])
+        yield CounterMetricFamily("zk_collector_rounds_expired_total",
+                                  "Rounds deleted for being older than retention.",
+                                  value=self.store.expired)
         last = summary["last"]
         if last:
             yield GaugeMetricFamily("zk_collector_last_mean",

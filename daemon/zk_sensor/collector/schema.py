@@ -1,6 +1,5 @@
-"""The collector's SQLite schema, and the in-place upgrade of files written before fleets
-had incarnations, so a collector upgraded over its old database keeps its history and its
-fences.
+"""The collector's SQLite schema, and the in-place upgrade of files written by earlier
+releases, so a collector upgraded over its old database keeps its history and its fences.
 
 A fleet's ZooKeeper namespace can be deleted and rebuilt; its round numbers and epochs
 then restart at 0. The incarnation id, created with the namespace, tells the two lives
@@ -8,18 +7,31 @@ apart: rounds are keyed by (fleet, incarnation, round) and fenced per (fleet, in
 Older daemons send no fleet or no incarnation; an absent one is a value of its own, equal
 to itself, so their rounds stay de-duplicated and fenced as before:
 - in `rounds` they are NULL, and the unique index compares `coalesce(..., '')`;
-- in `fences`, whose primary key must compare them equal, they are stored as ''.
+- in `fences`, `lineages` and `rollups`, whose keys must compare them equal, they are ''.
 '' is never a real name: the API accepts only 1-200 character fleets and 1-64 character
 incarnations.
 
-The version lives in `PRAGMA user_version` (0: the schema before incarnations).
+Years of rounds are tens of millions of rows, so nothing a probe or the page asks may
+read them all. Two small tables, written in the same transaction as each round, answer
+instead: `lineages` counts the rounds of each (fleet, incarnation) and `rollups` keeps,
+per fleet and time bucket of SPANS seconds, what a chart of a long range draws.
+
+The version lives in `PRAGMA user_version` (0: before incarnations; 1: before lineages and
+rollups).
 """
 
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-VERSION = 1
+log = logging.getLogger("zk_collector")
+
+VERSION = 2
+
+# Bucket sizes of the rollups, in seconds: five minutes for a day or a week, two hours for
+# a month or a year (see series.py). A bucket starts at a multiple of its span (UTC).
+SPANS = (300, 7200)
 
 ROUNDS = """
 CREATE TABLE rounds (
@@ -43,6 +55,10 @@ CREATE UNIQUE INDEX rounds_key
     ON rounds (coalesce(fleet, ''), coalesce(incarnation, ''), round)
     WHERE round IS NOT NULL"""
 
+# A fleet's rounds in arrival order: the last hour's chart, a fleet's newest rounds, and
+# retention's oldest first, each a range of this index.
+ROUNDS_TIME = "CREATE INDEX rounds_time ON rounds (coalesce(fleet, ''), received_at)"
+
 FENCES = """
 CREATE TABLE fences (
     fleet TEXT NOT NULL,
@@ -50,6 +66,32 @@ CREATE TABLE fences (
     epoch INTEGER NOT NULL,
     PRIMARY KEY (fleet, incarnation)
 )"""
+
+# `rounds` is how many are stored now (retention subtracts what it deletes); the times
+# are when the collector received the first and the newest.
+LINEAGES = """
+CREATE TABLE lineages (
+    fleet TEXT NOT NULL,
+    incarnation TEXT NOT NULL,
+    rounds INTEGER NOT NULL,
+    first_at REAL NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (fleet, incarnation)
+)"""
+
+# The rounds received in [bucket, bucket + span): how many, the sum of their means, the
+# lowest min and the highest max (a round without min or max counts its mean).
+ROLLUPS = """
+CREATE TABLE rollups (
+    fleet TEXT NOT NULL,
+    span INTEGER NOT NULL,
+    bucket INTEGER NOT NULL,
+    rounds INTEGER NOT NULL,
+    mean_sum REAL NOT NULL,
+    low REAL NOT NULL,
+    high REAL NOT NULL,
+    PRIMARY KEY (fleet, span, bucket)
+) WITHOUT ROWID"""
 
 
 @contextmanager
@@ -69,13 +111,18 @@ def prepare(db: sqlite3.Connection) -> None:
     """Create the schema in a new file or bring an older one up to date, atomically: a
     crash half-way leaves the file as it was, and the next start tries again."""
     with immediate(db):
-        if db.execute("PRAGMA user_version").fetchone()[0] >= VERSION:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= VERSION:
             return
         if db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rounds'"
                       ).fetchone():
-            upgrade_from_v0(db)
+            log.info("upgrading the database from schema %d to %d (reads every round once)",
+                     version, VERSION)
+            if version < 1:
+                upgrade_from_v0(db)
+            upgrade_from_v1(db)
         else:
-            for statement in (ROUNDS, ROUNDS_KEY, FENCES):
+            for statement in (ROUNDS, ROUNDS_KEY, ROUNDS_TIME, FENCES, LINEAGES, ROLLUPS):
                 db.execute(statement)
         db.execute(f"PRAGMA user_version = {VERSION}")
 
@@ -95,3 +142,23 @@ def upgrade_from_v0(db: sqlite3.Connection) -> None:
                "SELECT coalesce(fleet, ''), '', max(epoch) FROM fences_v0 "
                "GROUP BY coalesce(fleet, '')")
     db.execute("DROP TABLE fences_v0")
+
+
+def upgrade_from_v1(db: sqlite3.Connection) -> None:
+    """The counters and rollups, computed once from the history they will then follow
+    (this reads every row: seconds per million, once, at the first start)."""
+    for statement in (ROUNDS_TIME, LINEAGES, ROLLUPS):
+        db.execute(statement)
+    derive(db)
+
+
+def derive(db: sqlite3.Connection) -> None:
+    """Fill `lineages` and `rollups` from the rounds stored."""
+    db.execute("INSERT INTO lineages (fleet, incarnation, rounds, first_at, last_at) "
+               "SELECT coalesce(fleet, ''), coalesce(incarnation, ''), count(*), "
+               "min(received_at), max(received_at) FROM rounds GROUP BY 1, 2")
+    for span in SPANS:
+        db.execute("INSERT INTO rollups (fleet, span, bucket, rounds, mean_sum, low, high) "
+                   "SELECT coalesce(fleet, ''), :span, CAST(received_at / :span AS INTEGER) "
+                   "* :span, count(*), sum(mean), min(coalesce(min, mean)), "
+                   "max(coalesce(max, mean)) FROM rounds GROUP BY 1, 3", {"span": span})

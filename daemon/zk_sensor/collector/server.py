@@ -23,6 +23,7 @@ from cheroot.wsgi import Server
 
 from ..sources import SettingsError, layered
 from .app import Collector
+from .retention import Pruner, parse_retention
 from .store import Store
 
 ENV_PREFIX = "ZK_COLLECTOR_"
@@ -44,6 +45,7 @@ class CollectorSettings:
     key_file: str = ""
     threads: int = 4
     log_level: str = "info"
+    retention: str = "365d"
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -178,6 +180,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="request threads (default 4)")
     parser.add_argument("--log-level", dest="log_level",
                         choices=("debug", "info", "warning", "error"))
+    parser.add_argument("--retention",
+                        help="how long rounds are kept: 365d, 12h, 30m, seconds, or forever "
+                             "(default 365d)")
     return parser.parse_args(argv)
 
 
@@ -189,12 +194,14 @@ def main(argv: list[str] | None = None) -> int:
         host, port = split_listen(settings.listen)
         token = read_token(settings)
         tls = tls_context(settings)
+        retention = parse_retention(settings.retention)
     except SettingsError as error:
         print(f"zk-collector: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)-7s zk-collector: %(message)s")
     store = Store(Path(settings.db))
+    pruner = Pruner(store, retention).start() if retention is not None else None
     server = build_server(Collector(store, token), host, port, settings.threads, tls)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -213,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.stop()
+        if pruner is not None:
+            pruner.stop()
         store.close()
         log.info("stopped")
     return 0

@@ -6,7 +6,12 @@ duplicates nor refused as stale (see schema.py).
 
 Each write is its own transaction with synchronous=FULL, so once a delivery is
 acknowledged it survives a crash of the collector and a power cut of its machine; the
-rate is one delivery per period per fleet, so the fsync is affordable (see bench/).
+rate is one delivery per period per fleet, so the fsync is affordable (see bench/). The
+same transaction counts the round in `lineages` and its time buckets in `rollups`, so
+what the probes and the charts read never disagrees with the rounds, and none of them
+reads the history (see schema.py, series.py; retention.py deletes old rounds).
+
+One connection serves every thread, one statement at a time under `lock`.
 """
 
 import sqlite3
@@ -17,14 +22,37 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
+from .retention import forget
 from .schema import immediate, prepare
+from .series import RANGES, roll_up, series
 
 COLUMNS = ("id", "fleet", "incarnation", "round", "epoch", "leader", "mean", "count", "min",
            "max", "measured_at", "received_at", "source")
 
+SELECT_ROUNDS = f"SELECT {', '.join(COLUMNS)} FROM rounds"
+
 # Written as the unique index `rounds_key` is, so that SQLite answers it from the index.
 KNOWN_ROUND = ("SELECT id FROM rounds WHERE coalesce(fleet, '') = ? "
                "AND coalesce(incarnation, '') = ? AND round = ?")
+
+# What the probes read: each a lookup by key, or a scan of a table with a row per
+# (fleet, incarnation), never of the rounds.
+NEWEST = f"{SELECT_ROUNDS} WHERE id = (SELECT max(id) FROM rounds)"
+FENCES = "SELECT fleet, incarnation, epoch FROM fences ORDER BY fleet, rowid"
+FLEETS = ("SELECT fleet, sum(rounds), min(first_at), max(last_at) FROM lineages "
+          "GROUP BY fleet ORDER BY fleet")
+COUNT_LINEAGE = """
+INSERT INTO lineages (fleet, incarnation, rounds, first_at, last_at) VALUES (?, ?, 1, ?, ?)
+ON CONFLICT (fleet, incarnation) DO UPDATE SET
+    rounds = rounds + 1, first_at = min(first_at, excluded.first_at),
+    last_at = max(last_at, excluded.last_at)"""
+
+# A fleet's rounds newest first, from the `rounds_time` index: arrival order, which a
+# page continues from the arrival of its last row (`before`, an id).
+FLEET_ROUNDS = f"{SELECT_ROUNDS} WHERE coalesce(fleet, '') = :fleet"
+FLEET_BEFORE = (" AND (received_at, id) < "
+                "((SELECT received_at FROM rounds WHERE id = :before), :before)")
+FLEET_ORDER = " ORDER BY received_at DESC, id DESC LIMIT :limit"
 
 
 class Outcome(Enum):
@@ -57,6 +85,7 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.Lock()
+        self.expired = 0  # rounds deleted by retention since the start
         self.db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
@@ -110,33 +139,58 @@ class Store:
             "max, measured_at, received_at, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (item.fleet, item.incarnation, item.round, item.epoch, item.leader, item.mean,
              item.count, item.min, item.max, item.measured_at, received_at, item.source))
+        self.db.execute(COUNT_LINEAGE, (*item.lineage, received_at, received_at))
+        roll_up(self.db, item.lineage[0], received_at, item.mean, item.min, item.max)
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
-    def latest(self, limit: int, before_id: int | None = None) -> list[dict[str, Any]]:
-        """Newest first; `before_id` pages back through history without OFFSET scans."""
-        query = f"SELECT {', '.join(COLUMNS)} FROM rounds"
-        params: tuple[Any, ...] = ()
-        if before_id is not None:
-            query += " WHERE id < ?"
-            params = (before_id,)
-        query += " ORDER BY id DESC LIMIT ?"
+    def latest(self, limit: int, before_id: int | None = None,
+               fleet: str | None = None) -> list[dict[str, Any]]:
+        """Newest first, of every fleet or of one ('' for the absent one); `before_id`
+        pages back through history without OFFSET scans."""
+        params: dict[str, Any] = {"limit": limit, "before": before_id, "fleet": fleet}
+        if fleet is not None:
+            query = (FLEET_ROUNDS + (FLEET_BEFORE if before_id is not None else "")
+                     + FLEET_ORDER)
+        else:
+            query = (SELECT_ROUNDS + (" WHERE id < :before" if before_id is not None else "")
+                     + " ORDER BY id DESC LIMIT :limit")
         with self.lock:
-            rows = self.db.execute(query, (*params, limit)).fetchall()
+            rows = self.db.execute(query, params).fetchall()
         return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
 
     def summary(self) -> dict[str, Any]:
-        """Totals, the newest round, and each (fleet, incarnation)'s fence, a fleet's
-        incarnations in the order they first delivered (the newest last)."""
+        """Totals, the newest round, each fleet's rounds, and each (fleet, incarnation)'s
+        fence, a fleet's incarnations in the order they first delivered (the newest last).
+        Read from the counters, so it costs the same at a million rounds as at ten."""
         with self.lock:
-            total = self.db.execute("SELECT count(*) FROM rounds").fetchone()[0]
-            last = self.db.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM rounds ORDER BY id DESC LIMIT 1").fetchone()
-            fences = self.db.execute(
-                "SELECT fleet, incarnation, epoch FROM fences ORDER BY fleet, rowid").fetchall()
+            last = self.db.execute(NEWEST).fetchone()
+            fences = self.db.execute(FENCES).fetchall()
+            fleets = self.db.execute(FLEETS).fetchall()
         return {
-            "rounds": total,
+            "rounds": sum(rounds for _, rounds, _, _ in fleets),
             "last": dict(zip(COLUMNS, last, strict=True)) if last else None,
+            "fleets": [{"fleet": fleet or None, "rounds": rounds, "first_at": first,
+                        "last_at": newest} for fleet, rounds, first, newest in fleets],
             "epochs": [{"fleet": fleet or None, "incarnation": incarnation or None,
                         "epoch": epoch} for fleet, incarnation, epoch in fences],
         }
+
+    def known_fleet(self, fleet: str) -> bool:
+        with self.lock:
+            return self.db.execute("SELECT 1 FROM lineages WHERE fleet = ? LIMIT 1",
+                                   (fleet,)).fetchone() is not None
+
+    def series(self, fleet: str, range_name: str, now: float | None = None) -> dict[str, Any]:
+        """The fleet's ('' for the absent one) points over a range of RANGES, ending now."""
+        at = time.time() if now is None else now
+        with self.lock:
+            return series(self.db, fleet, RANGES[range_name], at)
+
+    def forget(self, before: float, limit: int) -> int:
+        """One step of retention (retention.py): up to `limit` rounds received before
+        `before`, in one transaction."""
+        with self.lock, immediate(self.db):
+            deleted = forget(self.db, before, limit)
+            self.expired += deleted
+        return deleted

@@ -1,6 +1,8 @@
-"""A local zk-sensor fleet to watch and poke at: `make demo`.
+"""A local zk-sensor fleet to watch and poke at: `make demo` (or `.venv/bin/python
+demo/demo.py`).
 
-Starts, all on 127.0.0.1 and all under `.demo/` in the repository (wiped first):
+Starts, all on 127.0.0.1 and all under `.demo/` in the repository (wiped first;
+`--dir` chooses another directory):
 
 * a 3-server ZooKeeper ensemble (the test harness's `ZkEnsemble`, so the demo runs
   exactly the servers the tests run),
@@ -9,16 +11,23 @@ Starts, all on 127.0.0.1 and all under `.demo/` in the repository (wiped first):
 * three `zk-sensor` daemons, ids 1 to 3, each logging to `.demo/node-N.log` and
   delivering to the collector's JSON API (`POST /api/rounds`).
 
-It then prints the collector's page URL to open in a browser and the commands to look
-at the fleet, change its config live and force a leader failover, and waits, printing
-each new round the collector stores (it polls `/api/rounds`) and each change
-of leader.  Ctrl-C (SIGINT) or SIGTERM stops everything in order:
-daemons first (so they close their sessions while ZooKeeper is still up), then the
-collector, then the ensemble; it exits 0 once nothing it started is left running.
+It writes `.demo/zk-sensorctl.toml` (the ensemble's `zookeeper` and the fleet's
+`namespace`, the keys of a node's file, which `zk-sensorctl -c FILE` reads) and, once a
+node leads, prints the line to paste into another shell so that a plain
+`zk-sensorctl status` talks to this fleet, the collector's page URL to open in a browser
+and the commands to look at the fleet, change its config live and force a leader
+failover. It then waits, printing each new round the collector stores (it polls
+`/api/rounds`) and each change of leader.  Ctrl-C (SIGINT) or SIGTERM stops everything
+in order: daemons first (so they close their sessions while ZooKeeper is still up), then
+the collector, then the ensemble; it exits 0 once nothing it started is left running.
+
+A program, not a test, so it lives in demo/; tests/test_demo.py runs it as `make demo`
+does and checks the printed line and the clean stop.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import json
@@ -38,14 +47,22 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
-from zkharness import LOOPBACK, ZkEnsemble
-
 REPO = Path(__file__).resolve().parent.parent
-DEMO_DIR = REPO / ".demo"
+# The ZooKeeper harness stays in tests/, where the suite imports it from, and the demo
+# borrows it so that it runs exactly the servers the tests run (same jars, logging, JVM
+# options, free ports): one copy, never two that drift.
+sys.path.insert(0, str(REPO / "tests"))
+from zkharness import LOOPBACK, ZkEnsemble  # noqa: E402  (needs the path above)
+
+DEFAULT_DEMO_DIR = REPO / ".demo"
 LOCK_NAME = "demo.lock"
+CTL_CONFIG_NAME = "zk-sensorctl.toml"
+NAMESPACE = "/zk-sensor"
 NODE_IDS = (1, 2, 3)
 SAMPLING_PERIOD_S = 2
 ENSEMBLE_START_TIMEOUT_S = 60.0
+# How long the fleet may take to elect its first leader before the guide is printed anyway.
+FLEET_START_TIMEOUT_S = 60.0
 DAEMON_STOP_GRACE_S = 10.0
 # The collector's usual port; the demo falls back to a free one when it is taken.
 COLLECTOR_PORT = 8080
@@ -152,9 +169,9 @@ class Collector:
     `.demo/collector.log` and keeps its rounds in `.demo/rounds.sqlite3`.
     """
 
-    def __init__(self) -> None:
-        self.log_file = DEMO_DIR / "collector.log"
-        self.db_file = DEMO_DIR / "rounds.sqlite3"
+    def __init__(self, demo_dir: Path) -> None:
+        self.log_file = demo_dir / "collector.log"
+        self.db_file = demo_dir / "rounds.sqlite3"
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
         self.reported_exit = False
@@ -289,18 +306,19 @@ class Daemon:
     reported_exit: bool = False
 
 
-def start_daemon(node_id: int, hosts: str, api_url: str) -> Daemon:
+def start_daemon(demo_dir: Path, node_id: int, hosts: str, api_url: str) -> Daemon:
     """Launch one daemon with stderr (its log) going to `.demo/node-N.log`.
 
     It gets its own session so a Ctrl-C in the terminal reaches only this script,
     which then stops the daemons itself, before the collector and the ensemble;
     `supervised` still has it stopped if this script dies without cleaning up.
     """
-    log_file = DEMO_DIR / f"node-{node_id}.log"
+    log_file = demo_dir / f"node-{node_id}.log"
     command = [
         str(bin_path("zk-sensor")),
         *("--id", str(node_id)),
         *("--zookeeper", hosts),
+        *("--namespace", NAMESPACE),
         *("--sampling-period", str(SAMPLING_PERIOD_S)),
         *("--api-url", api_url),
     ]
@@ -341,15 +359,49 @@ def stop_daemons(daemons: list[Daemon]) -> None:
             say(f"node {daemon.node_id} exited with code {code}; see {shown(daemon.log_file)}")
 
 
-def current_leader(hosts: str) -> str | None:
-    """The leading node's id, asked of `zk-sensorctl status --json`; None if unknown.
+def write_ctl_config(demo_dir: Path, hosts: str) -> Path:
+    """`.demo/zk-sensorctl.toml`: where the operator's `zk-sensorctl` finds this fleet.
 
-    Goes through the operator CLI rather than kazoo so the demo relies only on
-    the fleet's public interface.
+    The ensemble's ports are chosen free at each start, so the host list changes every
+    run; a file (`zk-sensorctl -c FILE`, or ZK_SENSOR_CONFIG) spares the operator
+    copying it. It holds only keys a node's file has, `zookeeper` and `namespace`, so
+    it means the same to every program that reads such a file.
+    """
+    path = demo_dir / CTL_CONFIG_NAME
+    # A JSON string is a valid TOML basic string for these ASCII values.
+    path.write_text(
+        "# zk-sensorctl settings for the running demo, written by demo/demo.py;\n"
+        "# rewritten (new ports) at each start of the demo.\n"
+        f"zookeeper = {json.dumps(hosts)}\n"
+        f"namespace = {json.dumps(NAMESPACE)}\n"
+    )
+    return path
+
+
+def ctl_env_line(ctl_config: Path) -> str:
+    """The shell line after which a plain `zk-sensorctl status` reaches the demo's fleet.
+
+    Absolute paths, so it works from any directory; the venv's bin on PATH because the
+    other terminal has no venv activated; ZK_SENSOR_CONFIG is how zk-sensorctl (and
+    zk-sensor) take a settings file from the environment.
+    """
+    bin_dir = bin_path("zk-sensorctl").parent
+    return (
+        f"export ZK_SENSOR_CONFIG={shlex.quote(str(ctl_config))} "
+        f'PATH={shlex.quote(str(bin_dir))}:"$PATH"'
+    )
+
+
+def current_leader(ctl_config: Path) -> str | None:
+    """The leading node's id, asked of `zk-sensorctl -c FILE status --json`; None if unknown.
+
+    Goes through the operator CLI and the file the operator is given rather than kazoo,
+    so the demo relies only on the fleet's public interface, and what it announces is
+    what the operator's own commands will see.
     """
     try:
         result = subprocess.run(
-            [str(bin_path("zk-sensorctl")), "--zookeeper", hosts, "status", "--json"],
+            [str(bin_path("zk-sensorctl")), "-c", str(ctl_config), "status", "--json"],
             capture_output=True,
             text=True,
             timeout=CTL_TIMEOUT_S,
@@ -367,28 +419,53 @@ def current_leader(hosts: str) -> str | None:
     return str(leader) if leader is not None else None
 
 
-def print_guide(hosts: str, collector: Collector, daemons: list[Daemon]) -> None:
+def wait_for_leader(ctl_config: Path, daemons: list[Daemon]) -> str | None:
+    """The first leader's id once there is one; None after FLEET_START_TIMEOUT_S.
+
+    The guide is printed only then, so the status it suggests already shows a
+    working fleet (a namespace, a leader, devices) instead of an error or an empty one.
+    """
+    deadline = time.monotonic() + FLEET_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        leader = current_leader(ctl_config)
+        if leader is not None:
+            return leader
+        if all(daemon.proc.poll() is not None for daemon in daemons):
+            return None
+        time.sleep(POLL_S)
+    return None
+
+
+def print_guide(
+    demo_dir: Path, ctl_config: Path, collector: Collector, daemons: list[Daemon]
+) -> None:
     """Tell the user where to look and what to try, with commands ready to copy."""
-    ctl = f"{shlex.quote(shown(bin_path('zk-sensorctl')))} --zookeeper {hosts}"
-    logs = shlex.quote(shown(DEMO_DIR)) + "/node-*.log"
+    logs = shlex.quote(shown(demo_dir)) + "/node-*.log"
     pids = ", ".join(f"node {d.node_id} = {d.proc.pid}" for d in daemons)
     print(
         "\n"
         "==================================================================\n"
         f"  open {collector.base_url} in a browser   (the collector's page)\n"
         "\n"
-        "The fleet is running. In another terminal, from the repository:\n"
+        "The fleet is running. In another terminal, paste this line first:\n"
         "\n"
-        f"  metrics:        curl -s {collector.base_url}metrics\n"
-        f"  stored rounds:  curl -s '{collector.base_url}api/rounds?limit=5'\n"
-        f"  fleet status:   {ctl} status\n"
-        f"  daemon logs:    tail -f {logs}\n"
-        f"  collector log:  tail -f {shown(collector.log_file)}\n"
-        f"  config change:  {ctl} config set sampling_period 3\n"
+        f"  {ctl_env_line(ctl_config)}\n"
+        "\n"
+        "then, from the repository:\n"
+        "\n"
+        "  fleet status:   zk-sensorctl status\n"
+        "  config change:  zk-sensorctl config set sampling_period 3\n"
         "  failover:       kill <pid of the leader>   (the status shows who leads)\n"
         "                  kill -9 <pid>: a crash; the next leader waits out the 10 s session\n"
         f"  daemon pids:    {pids}\n"
-        f"  ZooKeeper logs: {shown(DEMO_DIR)}/zk*/zookeeper.log\n"
+        f"  metrics:        curl -s {collector.base_url}metrics\n"
+        f"  stored rounds:  curl -s '{collector.base_url}api/rounds?limit=5'\n"
+        f"  daemon logs:    tail -f {logs}\n"
+        f"  collector log:  tail -f {shown(collector.log_file)}\n"
+        f"  ZooKeeper logs: {shown(demo_dir)}/zk*/zookeeper.log\n"
+        "  without the line: "
+        f"{shlex.quote(shown(bin_path('zk-sensorctl')))} -c {shlex.quote(shown(ctl_config))} "
+        "status\n"
         "\n"
         f"Rounds appear below as the collector stores them (checked every "
         f"{ROUNDS_POLL_S:.0f} s).\n"
@@ -416,10 +493,14 @@ def describe_round(stored: dict[str, Any]) -> str:
     return f"collector stored {line}"
 
 
-def watch(hosts: str, collector: Collector, daemons: list[Daemon]) -> None:
-    """Run until a signal: report new rounds, daemons or collector exiting, new leaders."""
+def watch(
+    ctl_config: Path, collector: Collector, daemons: list[Daemon], leader: str | None
+) -> None:
+    """Run until a signal: report new rounds, daemons or collector exiting, new leaders.
+
+    `leader` is the one already announced, so the first poll does not announce it again.
+    """
     by_id = {str(d.node_id): d for d in daemons}
-    leader: str | None = None
     last_id: int | None = None
     next_leader_poll = 0.0
     next_rounds_poll = 0.0
@@ -447,7 +528,7 @@ def watch(hosts: str, collector: Collector, daemons: list[Daemon]) -> None:
                 last_id = stored["id"]
             next_rounds_poll = time.monotonic() + ROUNDS_POLL_S
         if now >= next_leader_poll:
-            now_leading = current_leader(hosts)
+            now_leading = current_leader(ctl_config)
             if now_leading is not None and now_leading != leader:
                 daemon = by_id.get(now_leading)
                 pid = f" (pid {daemon.proc.pid})" if daemon else ""
@@ -479,21 +560,36 @@ def stop_on_signals() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def claim_demo_dir() -> IO[str] | None:
-    """Lock `.demo/` and empty it; None if another demo holds the lock.
+class NotADemoDir(RuntimeError):
+    """`--dir` names a directory with other files in it: the demo would wipe them."""
+
+
+def claim_demo_dir(demo_dir: Path) -> IO[str] | None:
+    """Lock the demo's directory and empty it; None if another demo holds the lock.
 
     Two demos at once would wipe each other's servers' data under their feet.
     The lock file survives the wipe and is released by the kernel however this
-    process ends, so a crashed demo never blocks the next one.
+    process ends, so a crashed demo never blocks the next one. A `--dir` that is
+    neither new, empty, nor an earlier demo's (its lock file) is refused, never wiped.
     """
-    DEMO_DIR.mkdir(parents=True, exist_ok=True)
-    lock = (DEMO_DIR / LOCK_NAME).open("a+")
+    if (
+        demo_dir != DEFAULT_DEMO_DIR
+        and demo_dir.is_dir()
+        and any(demo_dir.iterdir())
+        and not (demo_dir / LOCK_NAME).exists()
+    ):
+        raise NotADemoDir(
+            f"{shown(demo_dir)} is not empty and not a demo's directory: the demo would "
+            "wipe it; choose a new or empty one"
+        )
+    demo_dir.mkdir(parents=True, exist_ok=True)
+    lock = (demo_dir / LOCK_NAME).open("a+")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         return None
-    for entry in DEMO_DIR.iterdir():
+    for entry in demo_dir.iterdir():
         if entry.name == LOCK_NAME:
             continue
         if entry.is_dir() and not entry.is_symlink():
@@ -503,26 +599,47 @@ def claim_demo_dir() -> IO[str] | None:
     return lock
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="A local zk-sensor fleet on 127.0.0.1: a 3-server ZooKeeper ensemble, "
+        "zk-collector and 3 daemons. Ctrl-C stops everything.",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=DEFAULT_DEMO_DIR,
+        help="where the servers' data, the logs and zk-sensorctl.toml go; wiped at start "
+        f"(default: {shown(DEFAULT_DEMO_DIR)})",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
     """Start everything, wait for a signal, stop everything; 0 unless start-up failed."""
-    lock = claim_demo_dir()
+    demo_dir = parse_args(argv).dir.resolve()
+    try:
+        lock = claim_demo_dir(demo_dir)
+    except NotADemoDir as error:
+        print(f"demo: {error}", file=sys.stderr)
+        return 2
     if lock is None:
         print(
-            f"demo: another demo is already running in {shown(DEMO_DIR)}/; stop it first",
+            f"demo: another demo is already running in {shown(demo_dir)}/; stop it first",
             file=sys.stderr,
         )
         return 1
-    ensemble = ZkEnsemble(DEMO_DIR, n=3)
-    collector = Collector()
+    ensemble = ZkEnsemble(demo_dir, n=3)
+    collector = Collector(demo_dir)
     daemons: list[Daemon] = []
     status = 0
     try:
         with stop_on_signals():
-            say(f"starting a 3-server ZooKeeper ensemble in {shown(DEMO_DIR)}/ ...")
+            say(f"starting a 3-server ZooKeeper ensemble in {shown(demo_dir)}/ ...")
             ensemble.start()
             took = ensemble.wait_serving(ENSEMBLE_START_TIMEOUT_S)
             modes = ", ".join(f"zk{myid} {mode}" for myid, mode in ensemble.modes().items())
             say(f"ensemble serving after {took:.1f} s at {ensemble.hosts} ({modes})")
+            ctl_config = write_ctl_config(demo_dir, ensemble.hosts)
 
             say("starting zk-collector ...")
             took = collector.start()
@@ -533,14 +650,24 @@ def main() -> int:
             )
 
             for node_id in NODE_IDS:
-                daemon = start_daemon(node_id, ensemble.hosts, collector.api_url)
+                daemon = start_daemon(demo_dir, node_id, ensemble.hosts, collector.api_url)
                 daemons.append(daemon)
                 say(
                     f"started zk-sensor node {node_id}, pid {daemon.proc.pid}, "
                     f"log {shown(daemon.log_file)}"
                 )
-            print_guide(ensemble.hosts, collector, daemons)
-            watch(ensemble.hosts, collector, daemons)
+            began = time.monotonic()
+            leader = wait_for_leader(ctl_config, daemons)
+            if leader is None:
+                say(
+                    f"no node leads after {time.monotonic() - began:.0f} s; the node logs "
+                    "say why"
+                )
+            else:
+                pid = next((d.proc.pid for d in daemons if str(d.node_id) == leader), "?")
+                say(f"node {leader} (pid {pid}) leads, after {time.monotonic() - began:.1f} s")
+            print_guide(demo_dir, ctl_config, collector, daemons)
+            watch(ctl_config, collector, daemons, leader)
     except StopDemo as stop:
         print(flush=True)
         say(f"{stop}: stopping the daemons, the collector and the ensemble ...")
@@ -551,7 +678,7 @@ def main() -> int:
         stop_daemons(daemons)
         collector.stop()
         ensemble.stop()
-    say(f"everything stopped (daemons, collector, ZooKeeper); logs are kept in {shown(DEMO_DIR)}/")
+    say(f"everything stopped (daemons, collector, ZooKeeper); logs are kept in {shown(demo_dir)}/")
     lock.close()
     return status
 
