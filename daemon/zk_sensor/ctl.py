@@ -20,7 +20,7 @@ from typing import Any
 
 from kazoo.client import KazooClient
 
-from .access import ZkAccess, read_credentials, zk_access
+from .access import ZkAccess, add_access_arguments, read_credentials, zk_access
 from .acl import acl_matrix, apply_acls
 from .check import UNKNOWN, add_arguments, cmd_check
 from .layout import CONFIG_KEYS, Layout
@@ -127,14 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--zookeeper", help="connection string (default: "
                         "$ZK_SENSOR_ZOOKEEPER, the node's file, or 127.0.0.1:2181)")
     parser.add_argument("--namespace", help="root znode of the fleet (default /zk-sensor)")
-    parser.add_argument("--zk-auth-file", dest="zk_auth_file",
-                        help="file holding one line user:password (mode 0600)")
-    parser.add_argument("--zk-ca-file", dest="zk_ca_file",
-                        help="CA certificate (PEM): turns on TLS to ZooKeeper")
-    parser.add_argument("--zk-cert-file", dest="zk_cert_file",
-                        help="TLS client certificate (PEM)")
-    parser.add_argument("--zk-key-file", dest="zk_key_file",
-                        help="the key of --zk-cert-file (PEM, mode 0600)")
+    add_access_arguments(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="leader, devices, counter, config, last mean")
     status.add_argument("--json", action="store_true", help="machine-readable output")

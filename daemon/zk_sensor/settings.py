@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .access import add_access_arguments
 from .sensors.catalog import BUILTIN, check_sensor_settings
 from .sources import SettingsError, layered
 from .validation import (
@@ -195,14 +196,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address for the metrics port (default 127.0.0.1)")
     parser.add_argument("--outbox-limit", dest="outbox_limit", type=int,
                         help="rounds kept for the collector before the oldest is dropped")
-    parser.add_argument("--zk-auth-file", dest="zk_auth_file",
-                        help="file holding one line user:password for ZooKeeper (mode 0600)")
-    parser.add_argument("--zk-ca-file", dest="zk_ca_file",
-                        help="CA certificate (PEM): turns on TLS to ZooKeeper")
-    parser.add_argument("--zk-cert-file", dest="zk_cert_file",
-                        help="this node's TLS client certificate (PEM)")
-    parser.add_argument("--zk-key-file", dest="zk_key_file",
-                        help="the key of zk_cert_file (PEM, mode 0600)")
+    add_access_arguments(parser)
     parser.add_argument("--collector-ca-file", dest="collector_ca_file",
                         help="CA certificate (PEM) of an https:// collector "
                              "(default: zk_ca_file, then the system's CAs)")
