@@ -1,5 +1,5 @@
-"""The clock: how a node tells a synchronised wall clock, and how it marks readings
-taken before NTP set it."""
+"""The clock: how a node tells a synchronised wall clock, and how it marks the readings,
+rounds and releases it timed before NTP set it."""
 
 from __future__ import annotations
 
@@ -15,11 +15,15 @@ import pytest
 from kazoo.exceptions import NoNodeError
 
 from zk_sensor import clock
+from zk_sensor.aggregate import aggregate
+from zk_sensor.barrier import BarrierState, decode_barrier, encode_barrier, next_round
 from zk_sensor.clock import Clock, clock_synchronized, kernel_synchronized
 from zk_sensor.device import Device
 from zk_sensor.layout import Layout
+from zk_sensor.outbox import decode_pending, encode_pending
 from zk_sensor.reader import Answer, Reader
-from zk_sensor.readings import decode_reading, encode_reading
+from zk_sensor.readings import Reading, decode_reading, encode_reading
+from zk_sensor.rounds import slowest_device
 
 
 def test_this_machine_answers_with_a_bool() -> None:
@@ -128,3 +132,29 @@ def test_a_node_marks_its_reading_with_what_the_detector_says(synced: bool) -> N
         reader.close()
     assert zk.data is not None
     assert decode_reading("n", zk.data).clock_synced is synced
+
+
+@pytest.mark.parametrize("synced", [True, False])
+def test_a_leader_marks_the_round_and_its_release_with_its_clock(synced: bool) -> None:
+    """What travels in the outbox to the collector and in the barrier to every node."""
+    result = aggregate([20.0, 22.0], round_number=3, epoch=1, leader="a", now=5.0,
+                       clock_synced=synced)
+    assert result is not None
+    assert ("clock" in result.as_dict()) is not synced
+    assert decode_pending(encode_pending(result)).clock_synced is synced
+    released = next_round(BarrierState(round=3), epoch=1, leader="a", now=6.0, last=result,
+                          clock_synced=synced)
+    payload = json.loads(encode_barrier(released))
+    assert payload.get("clock", "synced") == ("synced" if synced else "unsynced")
+    assert payload["last"].get("clock", "synced") == payload.get("clock", "synced")
+    decoded = decode_barrier(encode_barrier(released))
+    assert decoded is not None and decoded.clock_synced is synced
+
+
+def test_the_slowest_device_is_timed_only_across_synchronised_clocks() -> None:
+    synced_release = BarrierState(round=3, released_at=100.0)
+    late_on_a_wrong_clock = Reading("b", 1.0, 4000.0, 3, clock_synced=False)
+    on_time = Reading("a", 1.0, 100.25, 3)
+    assert slowest_device([on_time, late_on_a_wrong_clock], synced_release) == 0.25
+    unsynced_release = BarrierState(round=3, released_at=100.0, clock_synced=False)
+    assert slowest_device([on_time], unsynced_release) == 0.0

@@ -71,6 +71,15 @@ def test_older_epoch_is_refused(collector: CollectorProcess) -> None:
     assert [r["round"] for r in stored(collector)] == [2, 1]
 
 
+def test_a_round_timed_by_an_unsynchronised_clock_is_stored_without_that_time(
+        collector: CollectorProcess) -> None:
+    assert post_round(collector, {**a_round(1), "clock": "unsynced"})[0] == 201
+    assert post_round(collector, a_round(2))[0] == 201
+    rows = {row["round"]: row for row in stored(collector)}
+    assert rows[1]["measured_at"] is None and rows[1]["received_at"] > 0
+    assert rows[2]["measured_at"] == 1_800_000_002.0
+
+
 BAD_INPUTS = [
     ("/nuevo?dato=abc", None, "application/json", 400),
     ("/nuevo?dato=nan", None, "application/json", 400),

@@ -1,4 +1,9 @@
-"""The round's aggregate: what the leader computes from the readings and delivers."""
+"""The round's aggregate: what the leader computes from the readings and delivers.
+
+Its `time` is the leader's wall clock at the close; a leader whose clock NTP has not yet
+synchronised (clock.py) marks it `"clock": "unsynced"`, as nodes mark their readings, and
+the collector then stores the round without a measurement time rather than a wrong one.
+"""
 
 import math
 from collections.abc import Sequence
@@ -16,14 +21,19 @@ class Aggregate:
     max: float
     time: float
     incarnation: str = ""
+    clock_synced: bool = True
 
     def as_dict(self) -> dict[str, float | int | str]:
-        return asdict(self)
+        payload: dict[str, float | int | str] = asdict(self)
+        del payload["clock_synced"]
+        if not self.clock_synced:
+            payload["clock"] = "unsynced"
+        return payload
 
 
 def aggregate(
     values: Sequence[float], *, round_number: int, epoch: int, leader: str, now: float,
-    incarnation: str = "",
+    incarnation: str = "", clock_synced: bool = True,
 ) -> Aggregate | None:
     """None when nobody measured: an empty round has no mean and is not delivered."""
     finite = [value for value in values if math.isfinite(value)]
@@ -39,4 +49,5 @@ def aggregate(
         max=max(finite),
         time=now,
         incarnation=incarnation,
+        clock_synced=clock_synced,
     )

@@ -30,10 +30,16 @@ class BarrierState:
     leader: str = ""
     released_at: float = 0.0
     last: dict[str, Any] | None = None
+    clock_synced: bool = True
 
 
 def encode_barrier(state: BarrierState) -> bytes:
-    return json.dumps(asdict(state), separators=(",", ":")).encode()
+    """`released_at` is the leader's wall clock, marked as readings are when unsynced."""
+    payload = asdict(state)
+    del payload["clock_synced"]
+    if not state.clock_synced:
+        payload["clock"] = "unsynced"
+    return json.dumps(payload, separators=(",", ":")).encode()
 
 
 def decode_barrier(data: bytes | None) -> BarrierState | None:
@@ -48,13 +54,15 @@ def decode_barrier(data: bytes | None) -> BarrierState | None:
             leader=str(payload.get("leader", "")),
             released_at=float(payload.get("released_at", 0.0)),
             last=payload.get("last") if isinstance(payload.get("last"), dict) else None,
+            clock_synced=payload.get("clock") != "unsynced",
         )
     except (UnicodeDecodeError, ValueError, KeyError, TypeError):
         return None
 
 
 def next_round(
-    current: BarrierState, *, epoch: int, leader: str, now: float, last: Aggregate | None
+    current: BarrierState, *, epoch: int, leader: str, now: float, last: Aggregate | None,
+    clock_synced: bool = True,
 ) -> BarrierState:
     return BarrierState(
         round=current.round + 1,
@@ -62,6 +70,7 @@ def next_round(
         leader=leader,
         released_at=now,
         last=last.as_dict() if last else current.last,
+        clock_synced=clock_synced,
     )
 
 

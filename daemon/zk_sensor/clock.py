@@ -4,7 +4,8 @@ A Raspberry Pi has no real-time clock: it boots with the time it last saved (or 
 and jumps when NTP synchronises it, possibly minutes after the daemon started. Rounds do
 not care (the barrier paces them, the leader's schedule runs on the monotonic clock),
 but a wall-clock time written before the jump is wrong by whatever the jump was. So a
-node keeps publishing and marks every reading taken on an unsynchronised clock.
+node keeps publishing and marks every time it takes from an unsynchronised clock: its
+readings' `taken_at` and, as leader, the round's `time` and the barrier's `released_at`.
 
 The kernel knows: every NTP client (systemd-timesyncd, chrony, ntpd) keeps its
 `maxerror` below 16 s while it disciplines the clock, and the kernel raises it to 16 s
@@ -82,8 +83,9 @@ class Clock:
 
     def report(self, synced: bool) -> None:
         if not synced:
-            log.warning("the wall clock is not synchronised%s: readings are published marked "
-                        "\"clock\": \"unsynced\" until it is",
+            log.warning("the wall clock is not synchronised%s: readings and rounds are "
+                        "published marked \"clock\": \"unsynced\" until it is",
                         "" if self.known is None else " any more")
         elif self.known is not None:
-            log.info("the wall clock is synchronised now: readings carry trusted times")
+            log.info("the wall clock is synchronised now: readings and rounds carry trusted "
+                     "times")

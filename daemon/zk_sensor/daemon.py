@@ -22,6 +22,7 @@ from kazoo.retry import KazooRetry
 from .access import ZkAccess
 from .acl import InvalidMemberAcl, creation_acl
 from .barrier import BarrierView
+from .clock import Clock
 from .config_watch import LiveConfig, watch_config
 from .coordination import prepare_namespace
 from .delivery import Courier, one_line
@@ -75,12 +76,13 @@ class Node:
         self.courier = Courier.from_settings(settings, may_deliver=self.delivery_epoch,
                                              api_url=lambda: self.config.api_url,
                                              report=self._on_delivery)
+        wall_clock = Clock()
         self.device = Device(self.zk, self.layout, self.node_id,
-                             Reader(sensor, self._on_reading))
+                             Reader(sensor, self._on_reading), wall_clock)
         self.view = BarrierView()
         self.leader = Leader(self.zk, self.layout, self.node_id, settings.outbox_limit,
                              self.config, self.view, self.courier, settings.session_timeout,
-                             self._on_devices_changed)
+                             self._on_devices_changed, wall_clock)
         self.handover = Handover(self.zk, self.layout, self.node_id, self.election,
                                  self.leader, settings.http_timeout, self._on_switchover)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 
 from .barrier import BarrierView, encode_barrier
+from .clock import Clock
 from .config_watch import LiveConfig
 from .coordination import Repairs, read_fleet_state
 from .delivery import Courier, one_line
@@ -43,8 +44,10 @@ OFFICE_BACKOFF_MAX = 8.0
 class Leader:
     def __init__(self, zk: Zk, layout: Layout, node_id: str, outbox_limit: int,
                  config: LiveConfig, view: BarrierView, courier: Courier,
-                 session_timeout: float, devices_changed: Callable[[object], None]) -> None:
+                 session_timeout: float, devices_changed: Callable[[object], None],
+                 wall_clock: Clock) -> None:
         self.zk = zk
+        self.wall_clock = wall_clock
         self.devices_changed = devices_changed
         self.layout = layout
         self.node_id = node_id
@@ -265,7 +268,7 @@ class Leader:
         work_started = time.perf_counter()
         closing = prepare_closing(self.zk, self.layout, current, self.view.version,
                                   office.epoch, office.version, office.incarnation,
-                                  self.node_id, self.outbox)
+                                  self.node_id, self.outbox, self.wall_clock.synced())
         try:
             results = self.zk.commit(closing.transaction)
         except ZK_ERRORS as error:
@@ -291,7 +294,7 @@ class Leader:
         self.rounds_led += 1
         self.backoff = OFFICE_BACKOFF_FIRST
         self.round_work = work
-        self.round_spread = slowest_device(closing.readings, closing.current.released_at)
+        self.round_spread = slowest_device(closing.readings, closing.current)
         log_round(closing, work, set(self.devices) if self.devices is not None else None)
         missed = clock.advance(time.monotonic())
         if missed:

@@ -60,7 +60,8 @@ def decode_pending(data: bytes) -> Aggregate:
                          leader=str(payload["leader"]), mean=float(payload["mean"]),
                          count=int(payload["count"]), min=float(payload["min"]),
                          max=float(payload["max"]), time=float(payload["time"]),
-                         incarnation=str(payload.get("incarnation", "")))
+                         incarnation=str(payload.get("incarnation", "")),
+                         clock_synced=payload.get("clock") != "unsynced")
     except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError,
             OverflowError) as error:
         raise ValueError(f"not a pending round: {error}") from None

@@ -42,12 +42,14 @@ class Closing:
 
 def prepare_closing(zk: Zk, layout: Layout, current: BarrierState, barrier_version: int,
                     epoch: int, epoch_version: int, incarnation: str, leader: str,
-                    outbox: Outbox) -> Closing:
+                    outbox: Outbox, clock_synced: bool) -> Closing:
     collection = collect_readings(zk, layout)
     readings = collection.for_round(current.round)
     result = aggregate([reading.value for reading in readings], round_number=current.round,
-                       epoch=epoch, leader=leader, now=time.time(), incarnation=incarnation)
-    released = next_round(current, epoch=epoch, leader=leader, now=time.time(), last=result)
+                       epoch=epoch, leader=leader, now=time.time(), incarnation=incarnation,
+                       clock_synced=clock_synced)
+    released = next_round(current, epoch=epoch, leader=leader, now=time.time(), last=result,
+                          clock_synced=clock_synced)
     transaction = zk.client.transaction()
     transaction.check(layout.epoch, epoch_version)
     add_release(transaction, layout.barrier, released, barrier_version)
@@ -68,12 +70,13 @@ def refusal(results: list[Any]) -> str | None:
     return f"{type(failure).__name__} in the outbox"
 
 
-def slowest_device(readings: list[Reading], released_at: float) -> float:
-    """Seconds from a round's release to its last reading (wall clocks: the nodes' clocks
-    are assumed synchronised); 0 when unknown."""
-    if not readings or released_at <= 0:
+def slowest_device(readings: list[Reading], release: BarrierState) -> float:
+    """Seconds from a round's release to its last reading, across the wall clocks of
+    different nodes, so only those known to be synchronised count; 0 when unknown."""
+    times = [reading.taken_at for reading in readings if reading.clock_synced]
+    if not times or release.released_at <= 0 or not release.clock_synced:
         return 0.0
-    return max(0.0, max(reading.taken_at for reading in readings) - released_at)
+    return max(0.0, max(times) - release.released_at)
 
 
 def log_round(closing: Closing, work: float, live: set[str] | None) -> None:
@@ -95,7 +98,7 @@ def log_round(closing: Closing, work: float, live: set[str] | None) -> None:
     if collection.vanished:
         notes.append(f"{len(collection.vanished)} vanished mid-read")
     suffix = f" [{'; '.join(notes)}]" if notes else ""
-    spread = slowest_device(closing.readings, closing.current.released_at)
+    spread = slowest_device(closing.readings, closing.current)
     timing = f"slowest {spread:.2f} s, leader {work * 1000:.0f} ms"
     round_number = closing.current.round
     if result is None:

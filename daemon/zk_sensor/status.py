@@ -42,6 +42,10 @@ def read_config(zk: Zk, layout: Layout) -> dict[str, dict[str, Any]]:
     return config
 
 
+def clock_label(synced: bool) -> str:
+    return "synced" if synced else "unsynced"
+
+
 def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
     if zk.exists(layout.namespace) is None:
         raise LookupError(f"no fleet at namespace {layout.namespace}")
@@ -62,13 +66,14 @@ def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
         "epoch": decode_epoch(epoch[0], epoch[1].version) if epoch else None,
         "round": barrier.round if barrier else None,
         "round_released_at": barrier.released_at if barrier else None,
+        "round_released_clock": clock_label(barrier.clock_synced) if barrier else None,
         "round_changed_at": barrier_found[1].mtime / 1000 if barrier_found else None,
         "last_aggregate": barrier.last if barrier else None,
         "counter": fleet_total(zk, layout, collection),
         "config": read_config(zk, layout),
         "devices": [
             {"node": r.node, "value": r.value, "age": round(now - r.taken_at, 3), "round": r.round,
-             "failures": r.failures, "clock": "synced" if r.clock_synced else "unsynced",
+             "failures": r.failures, "clock": clock_label(r.clock_synced),
              "live": r.node in live}
             for r in collection.readings
         ],

@@ -99,6 +99,15 @@ def incarnation(value: Any) -> str:
     return value
 
 
+def measured_at(value: Any, clock: Any) -> float | None:
+    """A leader marks a time from an unsynchronised clock (clock.py); storing it would
+    chart the round at 1970 or wherever the Pi booted, so it is stored without one."""
+    if value is None:
+        return None
+    checked = finite(value, "time")
+    return None if clock == "unsynced" else checked
+
+
 def round_from_json(payload: Any) -> Round:
     if not isinstance(payload, dict):
         raise Refused("400 Bad Request", "body must be a JSON object")
@@ -115,7 +124,7 @@ def round_from_json(payload: Any) -> Round:
         count=None if optional["count"] is None else whole(optional["count"], "count", 1),
         min=None if optional["min"] is None else finite(optional["min"], "min"),
         max=None if optional["max"] is None else finite(optional["max"], "max"),
-        measured_at=None if optional["time"] is None else finite(optional["time"], "time"),
+        measured_at=measured_at(optional["time"], payload.get("clock")),
         leader=None if optional["leader"] is None else text(optional["leader"], "leader", 64),
         fleet=None if optional["fleet"] is None else text(optional["fleet"], "fleet", MAX_FLEET),
         incarnation=None if optional["incarnation"] is None else incarnation(
