@@ -212,6 +212,7 @@ class CollectorProcess:
     db: Path
     log_file: Path
     token_file: Path | None = None
+    database: str = ""  # a PostgreSQL URI, used instead of the SQLite file `db`
     process: subprocess.Popen[bytes] | None = None
     port: int = 0
 
@@ -221,7 +222,7 @@ class CollectorProcess:
     def start_on(self, port: int) -> CollectorProcess:
         """Port 0 picks a free one; a fixed port brings a collector back where it was."""
         command = [str(BIN / "zk-collector"), "--listen", f"127.0.0.1:{port}",
-                   "--db", str(self.db)]
+                   *(["--database", self.database] if self.database else ["--db", str(self.db)])]
         if self.token_file:
             command += ["--token-file", str(self.token_file)]
         with self.log_file.open("ab") as sink:

@@ -1,10 +1,14 @@
 """Static checks of what deploys the fleet: the playbook, the units, the Vagrantfile."""
 
+import importlib.util
 import json
+import re
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
@@ -62,7 +66,7 @@ def test_vagrantfile_validates() -> None:
 ROLES = REPO / "ansible" / "roles"
 FLEET_PKI = ROLES / "zk_pki" / "files" / "fleet_pki.py"
 # Files that hold a private key or a password once deployed.
-SECRET_DEST = ("key.pem", "keystore.pem", ".auth", ".key", "token")
+SECRET_DEST = ("key.pem", "keystore.pem", ".auth", ".key", "token", "pgpass")
 
 
 def test_secure_by_default() -> None:
@@ -70,7 +74,7 @@ def test_secure_by_default() -> None:
     wanted = {
         "zk_pki": "zk_pki_enabled", "zookeeper": "zookeeper_tls",
         "zk_sensor": "zk_sensor_secure", "zk_operator": "zk_operator_secure",
-        "zk_collector": "zk_collector_https",
+        "zk_collector": "zk_collector_https", "zk_postgres": "zk_postgres_tls",
     }
     for role, name in wanted.items():
         defaults = yaml.safe_load((ROLES / role / "defaults/main.yml").read_text())
@@ -115,7 +119,7 @@ def test_tasks_writing_secrets_hide_them() -> None:
                 checked += 1
                 assert task.get("no_log") is True, (path.name, task["name"])
                 assert task.get("diff") is False, (path.name, task["name"])
-    assert checked >= 3
+    assert checked >= 4
 
 
 def run_pki(spec: dict) -> dict:
@@ -261,9 +265,179 @@ def test_lab_refuses_what_it_cannot_emulate(tmp_path: Path) -> None:
 
     foreign = "arm64" if native_arch() != "arm64" else "armhf"
     for group, arch, refusal in (("zookeeper", foreign, "has no Java"),
+                                 ("collector_database", foreign, "has no PostgreSQL"),
                                  ("sensors", "sparc", "has arch 'sparc'")):
         inventory = tmp_path / f"{group}-{arch}.yml"
         inventory.write_text(yaml.safe_dump({"all": {"children": {group: {"hosts": {
             "one": {"ansible_host": "10.231.0.40", "arch": arch}}}}}}))
         with pytest.raises(LabError, match=refusal):
             load_inventory(inventory)
+
+
+# ---------------------------------------------------------------- shared PostgreSQL (issue 12)
+
+INVENTORY = REPO / "ansible/inventory/hosts.yml"
+ZK_COLLECTOR = ROLES / "zk_collector"
+ZK_POSTGRES = ROLES / "zk_postgres"
+DATABASE_URI = ("postgresql://zk_collector@10.231.0.35:5432/zk_collector"
+                "?passfile=/etc/zk-collector/pgpass")
+VERIFY_FULL = "&sslmode=verify-full&sslrootcert=/etc/zk-collector/ca.pem"
+
+
+def test_every_collector_gets_the_collector_play() -> None:
+    """A host named like a group is all Ansible takes for that name (`hosts: collector`,
+    `--limit collector`): no host may be, or the second collector gets nothing."""
+    result = run(str(BIN / "ansible-playbook"), "-i", str(INVENTORY), "ansible/site.yml",
+                 "--list-hosts")
+    assert result.returncode == 0, result.stderr
+    assert "same name" not in result.stderr, result.stderr
+    hosts = {name: sorted(block.split("\n", 1)[1].split()) for name, block in
+             re.findall(r"play #\d+ \(.*?\): (.*?)\t.*?(hosts \(\d+\):\n.*?)(?:\n\n|$)",
+                        result.stdout, re.DOTALL)}
+    assert hosts["Collector"] == ["collector1", "collector2"], hosts
+    assert hosts["Collectors' database (PostgreSQL)"] == ["db"], hosts
+    assert hosts["Operator's seat and the fleet's ZooKeeper ACLs"] == ["collector1"], hosts
+
+
+def render(tmp_path: Path, inventory: Path, plays: list[dict]) -> None:
+    """Run plays rendering templates and variables into tmp_path, on the controller."""
+    for play in plays:
+        play.update({"connection": "local", "gather_facts": False,
+                     "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}})
+    playbook = tmp_path / "render.yml"
+    playbook.write_text(json.dumps(plays))
+    result = run(str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def render_template(role: Path, template: str, dest: Path, **task_vars: object) -> dict:
+    return {"name": dest.name, "vars": task_vars, "ansible.builtin.template": {
+        "src": str(role / "templates" / template), "dest": str(dest), "mode": "0644"}}
+
+
+def collector_play(tmp_path: Path, prefix: str) -> dict:
+    """collector1's configuration file, secure (the default) and with zk_secure false."""
+    return {"hosts": "collector1",
+            "vars_files": [str(ZK_COLLECTOR / "defaults/main.yml"),
+                           str(ZK_COLLECTOR / "vars/main.yml")],
+            "tasks": [render_template(ZK_COLLECTOR, "zk-collector.toml.j2",
+                                      tmp_path / f"{prefix}-secure.toml"),
+                      render_template(ZK_COLLECTOR, "zk-collector.toml.j2",
+                                      tmp_path / f"{prefix}-plain.toml", zk_secure=False)]}
+
+
+def test_collectors_use_the_database_only_when_the_inventory_has_one(tmp_path: Path) -> None:
+    """With the lab's `collector_database` host every collector's config names it, its
+    certificate checked (verify-full) unless zk_secure is false, the password only in the
+    passfile; without that group nothing changes: no `database`, SQLite's `db`."""
+    without = yaml.safe_load(INVENTORY.read_text())
+    del without["all"]["children"]["collector_database"]
+    bare = tmp_path / "without-database.yml"
+    bare.write_text(yaml.safe_dump(without))
+    render(tmp_path, INVENTORY, [collector_play(tmp_path, "lab")])
+    render(tmp_path, bare, [collector_play(tmp_path, "bare")])
+
+    def config(name: str) -> dict:
+        return tomllib.loads((tmp_path / name).read_text())
+
+    assert config("lab-secure.toml")["database"] == DATABASE_URI + VERIFY_FULL
+    assert config("lab-plain.toml")["database"] == DATABASE_URI
+    for name in ("bare-secure.toml", "bare-plain.toml"):
+        assert "database" not in config(name)
+        assert config(name)["db"] == "/var/lib/zk-collector/rounds.sqlite3"
+
+
+def test_the_database_uri_is_one_libpq_reads(tmp_path: Path) -> None:
+    """libpq's own parser (psycopg's conninfo_to_dict) on the URI the role writes."""
+    conninfo = pytest.importorskip("psycopg.conninfo", reason="psycopg (and libpq5) missing")
+    assert conninfo.conninfo_to_dict(DATABASE_URI + VERIFY_FULL) == {
+        "user": "zk_collector", "host": "10.231.0.35", "port": "5432",
+        "dbname": "zk_collector", "passfile": "/etc/zk-collector/pgpass",
+        "sslmode": "verify-full", "sslrootcert": "/etc/zk-collector/ca.pem"}
+
+
+def test_postgres_admits_the_collectors_only_and_listens_on_its_address(
+        tmp_path: Path) -> None:
+    render(tmp_path, INVENTORY, [{
+        "hosts": "db", "vars_files": [str(ZK_POSTGRES / "defaults/main.yml")],
+        "tasks": [render_template(ZK_POSTGRES, "pg_hba.conf.j2", tmp_path / "hba-secure"),
+                  render_template(ZK_POSTGRES, "pg_hba.conf.j2", tmp_path / "hba-plain",
+                                  zk_secure=False),
+                  render_template(ZK_POSTGRES, "zk-sensor.conf.j2", tmp_path / "conf-secure"),
+                  render_template(ZK_POSTGRES, "zk-sensor.conf.j2", tmp_path / "conf-plain",
+                                  zk_secure=False)]}])
+
+    def lines(name: str) -> list[str]:
+        return [" ".join(line.split()) for line in (tmp_path / name).read_text().splitlines()
+                if line.strip() and not line.startswith("#")]
+
+    collectors = ["10.231.0.30/32", "10.231.0.31/32"]
+    assert lines("hba-secure") == ["local all postgres peer"] + [
+        f"hostssl zk_collector zk_collector {address} scram-sha-256" for address in collectors]
+    assert lines("hba-plain") == ["local all postgres peer"] + [
+        f"host zk_collector zk_collector {address} scram-sha-256" for address in collectors]
+    secrets = "/etc/postgresql/15/main/zk-sensor"
+    assert lines("conf-secure") == [
+        "listen_addresses = '10.231.0.35'", "port = 5432",
+        "password_encryption = 'scram-sha-256'", "ssl = on",
+        f"ssl_cert_file = '{secrets}/cert.pem'", f"ssl_key_file = '{secrets}/key.pem'",
+        "ssl_min_protocol_version = 'TLSv1.2'"]
+    assert lines("conf-plain") == lines("conf-secure")[:3]
+
+
+def test_sensors_deliver_to_the_collectors_one_address(tmp_path: Path) -> None:
+    """The first collector's address by default; a load balancer's when set."""
+    render(tmp_path, INVENTORY, [{
+        "hosts": "sensor1", "vars_files": [str(ZK_SENSOR / "defaults/main.yml")],
+        "tasks": [{"name": name, "vars": task_vars, "ansible.builtin.copy": {
+            "dest": str(tmp_path / name), "mode": "0644", "content": "{{ zk_sensor_api_url }}"}}
+            for name, task_vars in (
+                ("default", {}),
+                ("balanced", {"zk_sensor_collector_address": "collectors.example.org"}))]}])
+    assert (tmp_path / "default").read_text() == "https://10.231.0.30:8080/api/rounds"
+    assert (tmp_path / "balanced").read_text() == \
+        "https://collectors.example.org:8080/api/rounds"
+
+
+def database_role_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "database_role", ZK_POSTGRES / "files" / "database_role.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# A verifier PostgreSQL 15 itself made (CREATE ROLE ... PASSWORD with scram-sha-256).
+POSTGRES_VERIFIER = ("SCRAM-SHA-256$4096:ZejUsV3F0yw8lsxCFfRpaw==$/EG4XiDJpwSGurRng7rTVoL9g"
+                     "DWWMzymb99/YTCmKjI=:F7oehe3szx3+FV5R0giKEvy1AhUuuBboHAQDZMBe0t0=")
+POSTGRES_PASSWORD = "Pencil0of32LettersAndDigits9xyzQ"
+
+
+def test_the_role_password_is_set_only_when_postgres_would_refuse_it(tmp_path: Path) -> None:
+    """The zk_postgres role compares the password with the role's stored SCRAM verifier
+    (a second run changes nothing) and sets a verifier it computed (the server never
+    sees the password): both agree with PostgreSQL's own."""
+    script = database_role_script()
+    assert script.matches(POSTGRES_VERIFIER, POSTGRES_PASSWORD)
+    assert not script.matches(POSTGRES_VERIFIER, POSTGRES_PASSWORD[:-1] + "R")
+    assert not script.matches("md5" + "0" * 32, POSTGRES_PASSWORD)
+    assert not script.matches("", POSTGRES_PASSWORD)
+    mine = script.verifier(POSTGRES_PASSWORD)
+    assert mine.startswith("SCRAM-SHA-256$4096:") and mine != script.verifier(POSTGRES_PASSWORD)
+    assert script.matches(mine, POSTGRES_PASSWORD)
+    passfile = tmp_path / "pgpass"
+    passfile.write_text(f"fe80\\:\\:1:5432:zk_collector:zk_collector:{POSTGRES_PASSWORD}\n")
+    assert script.read_password(str(passfile)) == POSTGRES_PASSWORD
+
+
+def test_the_lab_base_holds_postgresql_for_its_offline_machines() -> None:
+    """The lab's machines have no route out: what the database and the collectors need
+    from Debian is in the base, which a new recipe number rebuilds."""
+    sys.path.insert(0, str(REPO / "ansible" / "lab"))
+    from lab import BASE_RECIPE, CHROOT_PACKAGES, load_inventory
+
+    hosts, _ = load_inventory(INVENTORY)
+    assert [h.name for h in hosts.values() if "collector_database" in h.groups] == ["db"]
+    assert {"postgresql", "libpq5"} <= set(CHROOT_PACKAGES)
+    assert BASE_RECIPE >= 2

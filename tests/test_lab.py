@@ -3,7 +3,9 @@ the real site.yml over SSH, then we check what an operator would check. The play
 defaults are the secure ones: ZooKeeper over TLS only (quorum included) with the CA the
 playbook made on the controller, and digest ACLs on the fleet's znodes. One sensor is an
 arm64 machine (a Raspberry Pi's architecture) under qemu-user: it gets the same playbook
-and is one of the fleet in every check of every sensor."""
+and is one of the fleet in every check of every sensor. Two collectors share one PostgreSQL
+machine (the `collector_database` group): the fleet delivers to the first, and the second
+serves the same rounds."""
 
 import json
 import os
@@ -56,6 +58,11 @@ PERIOD = 1
 REPO = Path(__file__).resolve().parent.parent
 # The zk_pki role's directory on the controller for ansible/inventory/hosts.yml.
 SECRETS = REPO / "ansible" / "inventory" / "secrets" / "hosts"
+# The controller's password files: the ZooKeeper identities' and the collectors' database
+# role's (zk_pki_users, zk_pki_database_password).
+PASSWORDS = ("operator", "fleet", "database")
+# The zk_postgres role's TLS and password files on the database machine.
+POSTGRES_SECRETS = "/etc/postgresql/15/main/zk-sensor"
 # The zookeeper role's ports: the plaintext one is closed when TLS is on (the default).
 PLAIN_PORT = 2181
 SECURE_PORT = 2281
@@ -88,8 +95,14 @@ class Provisioned:
 
     @property
     def collector(self) -> str:
-        """HTTPS, with a certificate of the fleet's CA (trusted by urllib: see `lab`)."""
-        return f"https://{self.addresses('collector')[0]}:8080"
+        """HTTPS, with a certificate of the fleet's CA (trusted by urllib: see `lab`): the
+        first collector, where the sensors deliver (zk_sensor_collector_address)."""
+        return self.collectors[0]
+
+    @property
+    def collectors(self) -> list[str]:
+        """Every collector, all of them on the one database."""
+        return [f"https://{address}:8080" for address in self.addresses("collector")]
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
@@ -190,8 +203,10 @@ def srvr_mode(address: str) -> str | None:
     return found.group(1) if found else None
 
 
-def rounds(env: Provisioned) -> list[dict[str, Any]]:
-    with urllib.request.urlopen(f"{env.collector}/api/rounds?limit=50", timeout=10) as reply:
+def rounds(env: Provisioned, collector: str | None = None) -> list[dict[str, Any]]:
+    """The newest rounds a collector lists (the first one unless told)."""
+    url = collector or env.collector
+    with urllib.request.urlopen(f"{url}/api/rounds?limit=50", timeout=10) as reply:
         return json.loads(reply.read())["rounds"]
 
 
@@ -257,6 +272,36 @@ def test_collector_serves_https_only(lab: Provisioned) -> None:
         urllib.request.urlopen(f"{plain}/healthz", timeout=10).close()
 
 
+def test_every_collector_is_healthy_on_the_shared_database(lab: Provisioned) -> None:
+    """/healthz is what a load balancer in front of the collectors asks (503 while one
+    cannot reach the database)."""
+    assert len(lab.collectors) >= 2
+    for url in lab.collectors:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=10) as reply:
+            assert reply.status == 200, url
+
+
+def test_database_admits_the_collectors_only(lab: Provisioned) -> None:
+    """The collectors' role with its password, over TLS, from a machine that is not a
+    collector: refused by pg_hba.conf (Debian's psql is in every lab machine's root)."""
+    database = lab.addresses("collector_database")[0]
+    password = (SECRETS / "database.password").read_text().strip()
+    # The password on stdin, never on a command line.
+    result = lab.lab.ssh(
+        lab.lab.groups["sensors"][0],
+        f"PGPASSWORD=$(cat) psql -X 'host={database} dbname=zk_collector user=zk_collector "
+        "sslmode=require connect_timeout=5' -Atc 'SELECT 1'", input=password, check=False)
+    assert result.returncode != 0 and "no pg_hba.conf entry" in result.stderr, result
+    # ...where each collector connects with exactly the URI in its config.
+    for name in lab.lab.groups["collector"]:
+        shown = lab.lab.ssh(name, "cat", "/etc/zk-collector/zk-collector.toml").stdout
+        uri = tomllib.loads(shown)["database"]
+        result = lab.lab.ssh(name, "runuser", "-u", "zk-collector", "--", "psql", "-X", uri,
+                             "-Atc", "SELECT current_user, ssl FROM pg_stat_ssl "
+                             "WHERE pid = pg_backend_pid()", check=False)
+        assert result.stdout.strip() == "zk_collector|t", (name, result)
+
+
 def test_client_with_a_certificate_of_another_ca_is_refused(
         lab: Provisioned, tmp_path: Path) -> None:
     intruder = CertificateAuthority(tmp_path / "other-ca", "some other CA").issue(
@@ -307,8 +352,12 @@ def test_keys_and_credentials_are_private_on_the_machines(lab: Provisioned) -> N
         files = ["/etc/zk-sensor/key.pem", "/etc/zk-sensor/fleet.auth"]
         assert mode_owner(lab, name, files) == dict.fromkeys(files, "600 zk-sensor")
     seat = lab.lab.groups["collector"][0]
-    assert mode_owner(lab, seat, ["/etc/zk-collector/key.pem"]) == {
-        "/etc/zk-collector/key.pem": "600 zk-collector"}
+    for name in lab.lab.groups["collector"]:
+        files = ["/etc/zk-collector/key.pem", "/etc/zk-collector/pgpass"]
+        assert mode_owner(lab, name, files) == dict.fromkeys(files, "600 zk-collector"), name
+    for name in lab.lab.groups["collector_database"]:
+        files = [f"{POSTGRES_SECRETS}/key.pem", f"{POSTGRES_SECRETS}/database.pgpass"]
+        assert mode_owner(lab, name, files) == dict.fromkeys(files, "600 postgres"), name
     files = ["/etc/zk-sensorctl/key.pem", "/etc/zk-sensorctl/operator.auth",
              "/etc/zk-sensorctl/fleet.auth", "/etc/zk-sensorctl/zk-sensorctl.toml"]
     assert mode_owner(lab, seat, [*files, "/etc/zk-sensorctl"]) == {
@@ -331,7 +380,7 @@ def test_playbook_output_shows_no_secret(lab: Provisioned) -> None:
     output = lab.first.stdout + lab.first.stderr
     assert "\n+++ after" in output  # --diff was on and showed the files it wrote
     assert "PRIVATE KEY" not in output
-    for identity in ("operator", "fleet"):
+    for identity in PASSWORDS:
         assert (SECRETS / f"{identity}.password").read_text().strip() not in output
     keys = [SECRETS / "ca.key", *SECRETS.glob("*/*.key")]
     for key in keys:
@@ -353,6 +402,18 @@ def test_collector_receives_rounds_from_the_fleet(lab: Provisioned) -> None:
     newest = max((r["round"] for r in rounds(lab)), default=-1)
     fresh = new_rounds_after(lab, newest, 3, 30)
     assert all(r["count"] == lab.sensors and r["source"] == "json" for r in fresh), fresh
+
+
+def test_the_second_collector_lists_the_rounds_delivered_to_the_first(
+        lab: Provisioned) -> None:
+    """The fleet delivers to the first collector only; the second reads the same
+    database, so it lists those very rounds (same id, same values)."""
+    newest = max((r["round"] for r in rounds(lab)), default=-1)
+    delivered = new_rounds_after(lab, newest, 1, 30)[0]
+    for other in lab.collectors[1:]:
+        listed = {(r["fleet"], r["round"], r["epoch"]): r for r in rounds(lab, other)}
+        assert listed.get((delivered["fleet"], delivered["round"], delivered["epoch"])) \
+            == delivered, (other, delivered)
 
 
 def test_leader_journal_shows_its_leader_lines(lab: Provisioned) -> None:

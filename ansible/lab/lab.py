@@ -10,15 +10,18 @@ real VMs; this is the fast one-box path.
 Why it is built this way:
 
 - One Debian root (``/var/lib/zk-sensor-lab/base``) is built once with debootstrap and
-  shared read-only by all machines through one overlayfs mount each, so seven machines
+  shared read-only by all machines through one overlayfs mount each, so ten machines
   cost one root's disk plus what each writes.  The machines have no route out, so the base
-  already holds everything the playbook needs from Debian (ZooKeeper, Java, Python).
+  already holds everything the playbook needs from Debian (ZooKeeper, Java, Python,
+  PostgreSQL and its client library), its services disabled: the playbook enables what
+  each machine runs.
 - A host with ``arch: arm64`` in the inventory (a Raspberry Pi's architecture) boots from
   a second root of that architecture (``base-arm64``, built once likewise), every binary
   in it run by qemu-user: the lab registers Debian's ``qemu-user-static`` with the
   kernel's binfmt_misc itself, with the F flag, so the interpreter works inside the
   containers.  Such a machine runs the same systemd, sshd, Python and playbook, only
-  slower; its root has no ZooKeeper (no Java), so it can be a sensor or the collector.
+  slower; its root has no ZooKeeper (no Java) and no PostgreSQL, so it can be a sensor
+  (or a collector that keeps its rounds in SQLite).
 - The network lives in namespaces that the lab creates itself (``ip netns``), joined to
   nspawn with ``--network-namespace-path``: the addresses are on the interfaces before the
   machine boots, nothing inside configures networking, and the host side of each veth is
@@ -75,7 +78,8 @@ MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 SUITE = "bookworm"
 # Bump when the recipe below changes: `up` then rebuilds the base (when no machine uses it).
-BASE_RECIPE = 1
+# 2: PostgreSQL and libpq5.
+BASE_RECIPE = 2
 # The same for the roots of other architectures (see FOREIGN_PACKAGES...).
 FOREIGN_BASE_RECIPE = 1
 BASE_STAMP = "etc/zk-sensor-lab-base"
@@ -86,7 +90,18 @@ DEBOOTSTRAP_PACKAGES = (
     # and /etc/protocols (Java and Python look them up); curl: poke HTTP services by hand.
     "acl", "netbase", "curl",
 )
-CHROOT_PACKAGES = ("zookeeper", "default-jre-headless")
+# What the playbook would otherwise fetch with apt: ZooKeeper and Java for the `zookeeper`
+# machines, PostgreSQL for the `collector_database` one and its client library libpq5
+# (which psycopg loads) for the collectors. The packages' services are disabled in the
+# base (AUTOSTART_PATTERNS): the playbook starts each where it belongs.
+CHROOT_PACKAGES = ("zookeeper", "default-jre-headless", "postgresql", "libpq5")
+# The packages' units and init scripts, by name: ZooKeeper's, and PostgreSQL's
+# postgresql.service, which would start the cluster that the package made in the base on
+# every machine.
+AUTOSTART_PATTERNS = ("zookeeper*", "postgresql*")
+# Machines whose software only the native root has (the foreign one holds debootstrap's
+# packages only): group -> what it lacks.
+NATIVE_ONLY_GROUPS = {"zookeeper": "Java", "collector_database": "PostgreSQL"}
 # A root of another architecture is a sensor's (or the collector's): no ZooKeeper, no
 # Java, and no apt run under emulation, only debootstrap.  python3-spidev: an arm64 C
 # extension from Debian's archive, for the check that a venv made with
@@ -255,9 +270,11 @@ def load_inventory(path: Path) -> tuple[dict[str, Host], ipaddress.IPv4Network]:
                            f"machines and, under qemu-user, {', '.join(QEMU_ARCHES)}")
         hosts[name] = Host(name, address, tuple(dict.fromkeys((*old_groups, *groups))), arch)
     for host in hosts.values():
-        if host.foreign and "zookeeper" in host.groups:
-            raise LabError(f"{path}: {host.name} is a ZooKeeper server of arch {host.arch}, "
-                           f"but the lab's {host.arch} root has no Java: make it a sensor")
+        for group, lacking in NATIVE_ONLY_GROUPS.items():
+            if host.foreign and group in host.groups:
+                raise LabError(f"{path}: {host.name} is in {group} with arch {host.arch}, "
+                               f"but the lab's {host.arch} root has no {lacking}: "
+                               "make it a sensor")
     return hosts, network
 
 
@@ -423,8 +440,12 @@ def configure_foreign_base(root: Path) -> None:
             run(["groupadd", "--root", root, "--system", group], capture=True)
 
 
-def install_zookeeper(root: Path) -> None:
-    """ZooKeeper and Java from Debian, inside the root, starting nothing while installing."""
+def install_packages(root: Path) -> None:
+    """CHROOT_PACKAGES from Debian, inside the root, starting nothing while installing.
+
+    PostgreSQL's package makes its cluster (15/main) here, once for every machine: only
+    the `collector_database` one starts it, from its own overlay.
+    """
     write_file(root / "etc/apt/sources.list",
                f"deb {MIRROR} {SUITE} main\n"
                f"deb {MIRROR} {SUITE}-updates main\n"
@@ -441,21 +462,24 @@ def install_zookeeper(root: Path) -> None:
         (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
 
 
-def zookeeper_autostart_units(root: Path) -> list[str]:
-    """Units and init scripts the Debian packages ship for ZooKeeper, if any.
+def packaged_autostart_units(root: Path) -> list[str]:
+    """Units and init scripts the Debian packages ship for ZooKeeper and PostgreSQL.
 
-    The playbook brings its own unit; a packaged one starting too would fight it for the
-    ports and the data directory.
+    The playbook brings ZooKeeper's own unit, so a packaged one starting too would fight
+    it for the ports and the data directory; PostgreSQL would run on every machine. Unit
+    templates (postgresql@.service) are never enabled by themselves: left alone.
     """
     units = [p.name for d in ("lib/systemd/system", "etc/systemd/system")
-             for p in (root / d).glob("zookeeper*") if p.suffix == ".service"]
-    scripts = [p.name for p in (root / "etc/init.d").glob("zookeeper*")]
+             for pattern in AUTOSTART_PATTERNS for p in (root / d).glob(pattern)
+             if p.suffix == ".service" and not p.name.endswith("@.service")]
+    scripts = [p.name for pattern in AUTOSTART_PATTERNS
+               for p in (root / "etc/init.d").glob(pattern)]
     return sorted(set(units)) + sorted(set(scripts))
 
 
 def configure_base(root: Path) -> None:
     """Turn the fresh root into a quiet lab machine image: units, sshd, identity files."""
-    for name in zookeeper_autostart_units(root):
+    for name in packaged_autostart_units(root):
         if (root / "etc/init.d" / name).exists():
             chroot_shell(root, f"update-rc.d -f {shlex.quote(name)} remove")
         else:
@@ -522,7 +546,7 @@ def build_base(lab_dir: Path, log: Log = log_stderr, arch: str | None = None) ->
             "takes a few minutes")
         debootstrap(tmp)
         log("installing " + ", ".join(CHROOT_PACKAGES) + " into the base")
-        install_zookeeper(tmp)
+        install_packages(tmp)
         packages = [*DEBOOTSTRAP_PACKAGES, *CHROOT_PACKAGES]
     configure_base(tmp)
     if foreign:

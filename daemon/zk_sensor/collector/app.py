@@ -22,15 +22,17 @@ from urllib.parse import parse_qs
 from prometheus_client import generate_latest
 
 from ..metrics import CONTENT_TYPE
+from .backend import RoundStore, StoreUnavailable
 from .metrics import collector_registry
 from .page import render_page
 from .series import RANGES
-from .store import Outcome, Round, Store
+from .store import Outcome, Round
 
 MAX_BODY = 16 * 1024
 MAX_LIMIT = 1000
 MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER: a larger one would fail the insert
 MAX_FLEET = 200
+UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DIGITS = re.compile(r"[0-9]{1,19}")
 SEED_KEY = ("round", "epoch", "fleet", "incarnation")
@@ -86,9 +88,16 @@ def whole_param(value: str, name: str) -> int:
     return whole(int(value), name, 0)
 
 
+def storable(value: str) -> bool:
+    """What both stores can hold: PostgreSQL's text refuses NUL, and neither database
+    takes an unpaired surrogate (a JSON string may carry one)."""
+    return UNSTORABLE.search(value) is None
+
+
 def text(value: Any, name: str, limit: int) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= limit:
-        raise Refused("400 Bad Request", f"{name} must be a string of 1-{limit} characters")
+    if not isinstance(value, str) or not 0 < len(value) <= limit or not storable(value):
+        raise Refused("400 Bad Request", f"{name} must be a string of 1-{limit} characters, "
+                                         "without NUL")
     return value
 
 
@@ -164,13 +173,14 @@ def fleet_param(query: dict[str, list[str]]) -> str | None:
     if "fleet" not in query:
         return None
     fleet = query["fleet"][0]
-    if len(fleet) > MAX_FLEET:
-        raise Refused("400 Bad Request", f"fleet must be at most {MAX_FLEET} characters")
+    if len(fleet) > MAX_FLEET or not storable(fleet):
+        raise Refused("400 Bad Request",
+                      f"fleet must be at most {MAX_FLEET} characters, without NUL")
     return fleet
 
 
 class Collector:
-    def __init__(self, store: Store, token: str | None = None) -> None:
+    def __init__(self, store: RoundStore, token: str | None = None) -> None:
         self.store = store
         self.token = token
         self.hostname = socket.gethostname()
@@ -203,6 +213,9 @@ class Collector:
                 self.outcomes["refused"] += 1
             reply = json_reply(refusal.status, {"error": refusal.reason})
             reply.headers = refusal.headers
+        except StoreUnavailable as error:
+            reply = json_reply("503 Service Unavailable", {"error": str(error)})
+            reply.headers = [("Retry-After", "1")]
         start_response(reply.status, [("Content-Type", reply.content_type),
                                       ("Content-Length", str(len(reply.body))),
                                       ("Cache-Control", "no-store"), *reply.headers])

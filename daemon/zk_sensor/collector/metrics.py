@@ -8,14 +8,14 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .store import Store
+from .backend import RoundStore
 
 # Every outcome is exported from the start, at 0, so a rate() over it has no gap.
 OUTCOMES = ("stored", "duplicate", "stale_epoch", "refused", "unauthorized")
 
 
 class DeliveryCollector(Collector):
-    def __init__(self, outcomes: Counter[str], store: Store) -> None:
+    def __init__(self, outcomes: Counter[str], store: RoundStore) -> None:
         self.outcomes = outcomes
         self.store = store
 
@@ -38,7 +38,7 @@ class DeliveryCollector(Collector):
                                     "When it arrived.", value=last["received_at"])
 
 
-def collector_registry(outcomes: Counter[str], store: Store) -> CollectorRegistry:
+def collector_registry(outcomes: Counter[str], store: RoundStore) -> CollectorRegistry:
     """A registry of the collector's own, not the global one, so that each Collector (tests
     build many in one process) exports only itself. The process and platform metrics
     show the collector's memory, CPU, open files and Python version for free."""

@@ -17,13 +17,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from ..sources import SettingsError
+from .backend import RoundStore, StoreUnavailable
 from .schema import SPANS
-
-if TYPE_CHECKING:
-    from .store import Store
 
 log = logging.getLogger("zk_collector")
 
@@ -85,7 +82,7 @@ def forget_rollups(db: sqlite3.Connection, fleet: str, before: float) -> None:
 class Pruner:
     """A daemon thread that keeps deleting rounds older than `retention` seconds."""
 
-    def __init__(self, store: "Store", retention: float,
+    def __init__(self, store: RoundStore, retention: float,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.retention = retention
@@ -121,6 +118,6 @@ class Pruner:
         while not self.stopping.is_set():
             try:
                 self.sweep()
-            except sqlite3.Error as error:
+            except (sqlite3.Error, StoreUnavailable) as error:
                 log.warning("retention: %s; trying again in %.0f s", error, SWEEP_SECONDS)
             self.stopping.wait(SWEEP_SECONDS)

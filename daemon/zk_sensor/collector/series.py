@@ -11,7 +11,7 @@ clock, where a node's (a Raspberry Pi without a battery clock, before NTP) may s
 
 import sqlite3
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .schema import SPANS
 
@@ -66,6 +66,16 @@ WHERE fleet = :fleet AND first_at >= :start AND first_at < :end
 ORDER BY first_at"""
 
 
+class SeriesQueries(NamedTuple):
+    """The three reads of a series, in a database's own dialect (postgres.py has its own)."""
+    from_rounds: str
+    from_rollups: str
+    incarnations: str
+
+
+SQLITE_QUERIES = SeriesQueries(FROM_ROUNDS, FROM_ROLLUPS, INCARNATIONS)
+
+
 def roll_up(db: sqlite3.Connection, fleet: str, at: float, mean: float, low: float | None,
             high: float | None) -> None:
     """Count a new round in each span's bucket; in the insert's transaction, so the
@@ -75,17 +85,20 @@ def roll_up(db: sqlite3.Connection, fleet: str, at: float, mean: float, low: flo
                               "high": mean if high is None else high} for span in SPANS))
 
 
-def series(db: sqlite3.Connection, fleet: str, span: Range, now: float) -> dict[str, Any]:
+def series(db: Any, fleet: str, span: Range, now: float,
+           queries: SeriesQueries = SQLITE_QUERIES) -> dict[str, Any]:
     """The buckets of `span` ending now that hold rounds of `fleet` ('' for the absent
     one), a bucket without rounds left out rather than drawn as zero; and when the
-    fleet's later incarnations started within it (its namespace was rebuilt)."""
+    fleet's later incarnations started within it (its namespace was rebuilt). `db` is a
+    connection of either store: both answer `execute(query, params)` with rows."""
     start, end = span.window(now)
     params = {"fleet": fleet, "step": span.step, "start": start, "end": end,
               "span": span.source}
-    rows = db.execute(FROM_ROUNDS if span.source is None else FROM_ROLLUPS, params)
+    rows = db.execute(queries.from_rounds if span.source is None else queries.from_rollups,
+                      params)
     found = [{"t": t, "rounds": rounds, "mean": mean, "min": low, "max": high}
              for t, rounds, mean, low, high in rows]
-    starts = db.execute(INCARNATIONS, params)
+    starts = db.execute(queries.incarnations, params)
     return {"start": start, "end": end, "step": span.step, "points": found,
             "incarnations": [{"incarnation": incarnation or None, "first_at": first}
                              for incarnation, first in starts]}

@@ -1,5 +1,6 @@
-"""zk-collector's command line: settings, the SQLite store and cheroot (CherryPy's
-production WSGI server, pure Python, so it runs the same on a Pi as on a VM).
+"""zk-collector's command line: settings, the store (SQLite, or PostgreSQL shared by several
+collectors) and cheroot (CherryPy's production WSGI server, pure Python, so it runs the
+same on a Pi as on a VM).
 
 cheroot serves plain HTTP and, with `cert_file` and `key_file`, HTTPS only, through one
 server path; waitress, used before, has no TLS at all.
@@ -23,8 +24,8 @@ from cheroot.wsgi import Server
 
 from ..sources import SettingsError, layered
 from .app import Collector
+from .backend import open_store
 from .retention import Pruner, parse_retention
-from .store import Store
 
 ENV_PREFIX = "ZK_COLLECTOR_"
 log = logging.getLogger("zk_collector")
@@ -39,6 +40,7 @@ SHUTDOWN_TIMEOUT = 5
 class CollectorSettings:
     listen: str = "127.0.0.1:8080"
     db: str = "zk-collector.sqlite3"
+    database: str = ""
     token: str = ""
     token_file: str = ""
     cert_file: str = ""
@@ -70,6 +72,18 @@ def read_token(settings: CollectorSettings) -> str | None:
             raise SettingsError(f"token_file {settings.token_file} is empty")
         return token
     return settings.token or None
+
+
+def describe_database(settings: CollectorSettings) -> str:
+    """For the start line; a PostgreSQL URI checked first, so that a malformed one stops
+    the collector with one line (its driver is imported only then)."""
+    if not settings.database:
+        return settings.db
+    from .postgres import check_url
+    try:
+        return check_url(settings.database)
+    except ValueError as error:
+        raise SettingsError(str(error)) from None
 
 
 def tls_context(settings: CollectorSettings) -> ssl.SSLContext | None:
@@ -171,6 +185,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--config", help="TOML file of settings (also ZK_COLLECTOR_CONFIG)")
     parser.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8080)")
     parser.add_argument("--db", help="SQLite file (default ./zk-collector.sqlite3)")
+    parser.add_argument("--database",
+                        help="PostgreSQL URI (postgresql://user@host/dbname?passfile=FILE), "
+                             "shared with other collectors; replaces --db")
     parser.add_argument("--token-file", dest="token_file",
                         help="file holding the bearer token that writes must carry")
     parser.add_argument("--cert-file", dest="cert_file",
@@ -195,12 +212,13 @@ def main(argv: list[str] | None = None) -> int:
         token = read_token(settings)
         tls = tls_context(settings)
         retention = parse_retention(settings.retention)
+        database = describe_database(settings)
     except SettingsError as error:
         print(f"zk-collector: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)-7s zk-collector: %(message)s")
-    store = Store(Path(settings.db))
+    store = open_store(settings.database, settings.db)
     pruner = Pruner(store, retention).start() if retention is not None else None
     server = build_server(Collector(store, token), host, port, settings.threads, tls)
 
@@ -213,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         bound_host, bound_port = server.bind_addr
         log.info("serving on %s://%s:%s/ (database %s, writes %s)",
                  "https" if tls else "http", f"[{bound_host}]" if ":" in bound_host
-                 else bound_host, bound_port, settings.db,
+                 else bound_host, bound_port, database,
                  "need a bearer token" if token else "open")
         server.serve()
     except (KeyboardInterrupt, SystemExit):
