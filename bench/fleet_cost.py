@@ -5,7 +5,9 @@
 
 Scenarios, each in its own namespace, all delivering to one HTTP receiver:
 - real processes (`zk-sensor`) at 3 devices (period 5 s: the idle figures), 100 and 300
-  (period 1 s);
+  (period 1 s); and at 3 devices again under Debian's /usr/bin/python3, the interpreter
+  Ansible deploys on (this venv's may be another build: pyenv's, without PGO, costs about
+  1 MiB and some CPU more), importing the same code;
 - the swarm (bench/swarm.py: the daemon's own Node, many in one process) at 100 and 300
   (period 1 s), to compare with real processes, and 1,000 at period 5 s; after the 1,000
   run every session expires at once (the whole fleet frozen past its session timeout)
@@ -30,6 +32,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from collections.abc import Iterator
@@ -49,6 +52,11 @@ from fleet import Receiver, wait_for  # noqa: E402
 from zkharness import ZkEnsemble  # noqa: E402
 
 BIN = Path(sys.executable).parent
+# The interpreter of the machines Ansible deploys on (the zk_sensor role's venv is made
+# from it), run with this venv's packages: the same code, Debian's build of CPython.
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+SITE_PACKAGES = sysconfig.get_paths()["purelib"]
+DAEMON_PACKAGE = HERE.parent / "daemon"
 TICKS = os.sysconf("SC_CLK_TCK")
 SESSION_TIMEOUT = 10.0
 SWARM_PROCESSES = os.cpu_count() or 1
@@ -108,13 +116,20 @@ class Bench:
         self.admin.ensure_path(f"{namespace}/config")
         self.admin.create(f"{namespace}/config/sampling_period", str(period).encode())
 
-    def start_daemon(self, namespace: str, node_id: str) -> subprocess.Popen[bytes]:
+    def start_daemon(self, namespace: str, node_id: str,
+                     python: Path | None = None) -> subprocess.Popen[bytes]:
+        """`zk-sensor`, or the same code under another interpreter (`python`)."""
         log_file = self.work_dir / f"{namespace.strip('/')}-{node_id}.log"
-        command = [str(BIN / "zk-sensor"), "--id", node_id, "--zookeeper", self.ensemble.hosts,
+        program, env = [str(BIN / "zk-sensor")], None
+        if python is not None:
+            program = [str(python), "-c",
+                       "import sys; from zk_sensor.startup import main; sys.exit(main())"]
+            env = {**os.environ, "PYTHONPATH": f"{DAEMON_PACKAGE}{os.pathsep}{SITE_PACKAGES}"}
+        command = [*program, "--id", node_id, "--zookeeper", self.ensemble.hosts,
                    "--namespace", namespace, "--api-url", self.receiver.url("/rounds"),
                    "--session-timeout", str(SESSION_TIMEOUT), "--log-level", "info"]
         with log_file.open("wb") as sink:
-            return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
+            return subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
 
     def log_of(self, namespace: str, node_id: str) -> str:
         return (self.work_dir / f"{namespace.strip('/')}-{node_id}.log").read_text()
@@ -209,15 +224,17 @@ def stop(processes: list[subprocess.Popen]) -> None:
             process.wait()
 
 
-def real_processes(bench: Bench, devices: int, period: float) -> Row:
-    namespace = f"/bench-real-{devices}"
-    row = Row("real processes", devices, period)
+def real_processes(bench: Bench, devices: int, period: float,
+                   python: Path | None = None) -> Row:
+    """Followers under this venv's interpreter, or under `python`; the leader under ours."""
+    namespace = f"/bench-real-{devices}{'-system' if python else ''}"
+    row = Row(f"real processes{f' ({python})' if python else ''}", devices, period)
     bench.prepare(namespace, period)
     leader = bench.start_leader(namespace)
     followers = []
     try:
         for number in range(1, devices):
-            followers.append(bench.start_daemon(namespace, f"p{number:04d}"))
+            followers.append(bench.start_daemon(namespace, f"p{number:04d}", python))
         if not bench.became_whole(row, namespace, timeout=240):
             return row
         bench.measure(row, namespace, leader, [p.pid for p in followers], devices - 1)
@@ -307,6 +324,7 @@ def seed_rows(bench: Bench, devices: int) -> Row:
 
 SCENARIOS = {
     "real3": lambda b: real_processes(b, 3, 5.0),
+    "real3system": lambda b: real_processes(b, 3, 5.0, SYSTEM_PYTHON),
     "real100": lambda b: real_processes(b, 100, 1.0),
     "real300": lambda b: real_processes(b, 300, 1.0),
     "swarm100": lambda b: swarm(b, 100, 1.0),

@@ -24,11 +24,13 @@ RULES_TESTS = RULES_DIR / "zk-sensor.rules.test.yml"
 EXPORTERS = (
     REPO / "daemon" / "zk_sensor" / "metrics.py",
     REPO / "daemon" / "zk_sensor" / "collector" / "metrics.py",
+    REPO / "daemon" / "zk_sensor" / "zookeeper_exporter.py",
 )
 PROMTOOL_TIMEOUT_S = 60
-OUR_METRIC = re.compile(r"\b(zk_(?:sensor|collector)_[a-z0-9_]+)\b")
+OUR_METRIC = re.compile(r"\b(zk_(?:sensor|collector)_[a-z0-9_]+|zookeeper_up)\b")
 # Alerts the rules file must keep: the issue's list (no leader, rounds stalled, outbox
-# growing, drops, a node's watchdog) and what the watchdog's failing looks like.
+# growing, drops, a node's watchdog), what the watchdog's failing looks like, and the
+# ZooKeeper servers' own (from zk-sensor-zookeeper-exporter).
 REQUIRED_ALERTS = {
     "ZkSensorNoLeader",
     "ZkSensorRoundsStalled",
@@ -37,6 +39,8 @@ REQUIRED_ALERTS = {
     "ZkSensorNodeOffline",
     "ZkSensorNodeRestarting",
     "ZkSensorNodeDown",
+    "ZooKeeperServerDown",
+    "ZooKeeperNoQuorum",
 }
 
 

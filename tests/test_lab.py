@@ -254,6 +254,17 @@ def test_ensemble_has_exactly_one_leader(lab: Provisioned) -> None:
     assert sorted(modes) == ["follower", "follower", "leader"]
 
 
+def test_zookeepers_own_metrics_are_served_for_prometheus(lab: Provisioned) -> None:
+    """The exporter on the operator's seat reads every server's mntr over TLS."""
+    seat = lab.addresses("collector")[0]
+    with urllib.request.urlopen(f"http://{seat}:9141/metrics", timeout=30) as reply:
+        text = reply.read().decode()
+    for address in lab.addresses("zookeeper"):
+        assert f'zookeeper_up{{server="{address}:{SECURE_PORT}"}} 1.0' in text
+    states = re.findall(r'zookeeper_server_state\{server="[^"]+",state="(\w+)"\} 1\.0', text)
+    assert sorted(states) == ["follower", "follower", "leader"]
+
+
 # ---------------------------------------------------------------- TLS and ACLs
 # What the secure defaults promise, checked from outside, before the fleet tests below.
 
