@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from kazoo.client import KazooClient
 
+import pki
 from fleet import CollectorProcess, Fleet, Receiver
 from zkharness import MakeZk, ZkEnsemble
 
@@ -157,3 +158,18 @@ def collector(tmp_path: Path) -> Iterator[CollectorProcess]:
     running = CollectorProcess(tmp_path / "rounds.sqlite3", tmp_path / "collector.log").start()
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pki.TlsServer]:
+    """A standalone ZooKeeper with a secure client port whose certificate names
+    127.0.0.1 and localhost, signed by a test CA."""
+    base = tmp_path_factory.mktemp("zk-tls")
+    ca = pki.CertificateAuthority(base / "pki")
+    ensemble = ZkEnsemble.standalone_tls(base, ca.issue("zk1").combined, ca.cert)
+    ensemble.start()
+    try:
+        ensemble.wait_serving()
+        yield pki.TlsServer(ca, ensemble.secure_hosts, ca.issue("node"))
+    finally:
+        ensemble.stop()

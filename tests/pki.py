@@ -90,3 +90,12 @@ class CertificateAuthority:
         issued.cert.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
         _write_key(key, issued.key)
         return issued
+
+
+@dataclass
+class TlsServer:
+    """A ZooKeeper server with a secure client port (conftest's `tls_server`): its CA,
+    its secure host:port, and a client certificate of that CA."""
+    ca: CertificateAuthority
+    hosts: str
+    client: Issued

@@ -277,34 +277,12 @@ def test_credentials_others_can_read_are_refused(program: str, tmp_path: Path,
 
 
 # ------------------------------------------------------------- TLS to ZooKeeper
-@dataclass
-class TlsServer:
-    ca: pki.CertificateAuthority
-    hosts: str
-    client: pki.Issued
-
-
-@pytest.fixture(scope="module")
-def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsServer]:
-    """A standalone ZooKeeper with a secure client port whose certificate names
-    127.0.0.1 and localhost, signed by a test CA."""
-    base = tmp_path_factory.mktemp("zk-tls")
-    ca = pki.CertificateAuthority(base / "pki")
-    ensemble = ZkEnsemble.standalone_tls(base, ca.issue("zk1").combined, ca.cert)
-    ensemble.start()
-    try:
-        ensemble.wait_serving()
-        yield TlsServer(ca, ensemble.secure_hosts, ca.issue("node"))
-    finally:
-        ensemble.stop()
-
-
 def tls_args(ca: Path, identity: pki.Issued) -> list[str]:
     return ["--zk-ca-file", str(ca), "--zk-cert-file", str(identity.cert),
             "--zk-key-file", str(identity.key)]
 
 
-def test_a_fleet_talks_to_zookeeper_over_tls(tls_server: TlsServer, receiver: Receiver,
+def test_a_fleet_talks_to_zookeeper_over_tls(tls_server: pki.TlsServer, receiver: Receiver,
                                              tmp_path: Path) -> None:
     fleet = Fleet(tls_server.hosts, "/tls-fleet", tmp_path, receiver.url("/rounds"))
     try:
@@ -319,7 +297,7 @@ def test_a_fleet_talks_to_zookeeper_over_tls(tls_server: TlsServer, receiver: Re
         fleet.stop_all()
 
 
-def test_a_client_certificate_from_another_ca_is_refused(tls_server: TlsServer,
+def test_a_client_certificate_from_another_ca_is_refused(tls_server: pki.TlsServer,
                                                          tmp_path: Path) -> None:
     stranger = pki.CertificateAuthority(tmp_path / "other", "another CA").issue("stranger")
     result = run_ctl(tls_server.hosts, "/tls-fleet",

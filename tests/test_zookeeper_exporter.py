@@ -7,7 +7,6 @@ import re
 import signal
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,23 +16,9 @@ from zk_sensor.zookeeper_exporter import parse_mntr, split_hosts
 
 import pki
 from fleet import BIN, wait_for
-from zkharness import ZkEnsemble, free_ports
+from zkharness import free_ports
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-TlsZk = tuple[pki.CertificateAuthority, str]
-
-
-@pytest.fixture(scope="module")
-def tls_zk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsZk]:
-    base = tmp_path_factory.mktemp("zk-tls-metrics")
-    ca = pki.CertificateAuthority(base / "pki")
-    ensemble = ZkEnsemble.standalone_tls(base, ca.issue("zk1").combined, ca.cert)
-    ensemble.start()
-    try:
-        ensemble.wait_serving()
-        yield ca, ensemble.secure_hosts
-    finally:
-        ensemble.stop()
 
 
 def start_exporter(log: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
@@ -53,8 +38,8 @@ def scrape(port: int) -> Samples:
             for family in text_string_to_metric_families(text) for sample in family.samples}
 
 
-def test_the_servers_own_metrics_over_tls(tls_zk: TlsZk, tmp_path: Path) -> None:
-    ca, hosts = tls_zk
+def test_the_servers_own_metrics_over_tls(tls_server: pki.TlsServer, tmp_path: Path) -> None:
+    ca, hosts = tls_server.ca, tls_server.hosts
     server = hosts.split(",")[0]
     dead = f"127.0.0.1:{free_ports(1)[0]}"
     prometheus = ca.issue("prometheus")
@@ -81,9 +66,9 @@ def test_the_servers_own_metrics_over_tls(tls_zk: TlsZk, tmp_path: Path) -> None
         assert process.wait(15) == 0
 
 
-def test_without_the_fleet_ca_a_server_is_down_not_trusted(tls_zk: TlsZk,
+def test_without_the_fleet_ca_a_server_is_down_not_trusted(tls_server: pki.TlsServer,
                                                            tmp_path: Path) -> None:
-    _, hosts = tls_zk
+    hosts = tls_server.hosts
     stranger = pki.CertificateAuthority(tmp_path / "other", "another CA")
     process, port = start_exporter(
         tmp_path / "exporter.log", "--zookeeper", hosts, "--zk-ca-file", str(stranger.cert))

@@ -34,7 +34,7 @@ from psycopg.conninfo import conninfo_to_dict
 from .backend import StoreUnavailable
 from .schema import SPANS
 from .series import RANGES, SeriesQueries, series
-from .store import COLUMNS, NEWEST, SELECT_ROUNDS, Outcome, Round
+from .store import COLUMNS, NEWEST, SELECT_ROUNDS, Outcome, Round, summarize
 
 log = logging.getLogger("zk_collector")
 
@@ -280,17 +280,8 @@ class PostgresStore:
 
     def summary(self) -> dict[str, Any]:
         with self._session() as db:
-            last = db.execute(NEWEST).fetchone()
-            fences = db.execute(FENCES).fetchall()
-            fleets = db.execute(FLEETS).fetchall()
-        return {
-            "rounds": sum(rounds for _, rounds, _, _ in fleets),
-            "last": dict(zip(COLUMNS, last, strict=True)) if last else None,
-            "fleets": [{"fleet": fleet or None, "rounds": rounds, "first_at": first,
-                        "last_at": newest} for fleet, rounds, first, newest in fleets],
-            "epochs": [{"fleet": fleet or None, "incarnation": incarnation or None,
-                        "epoch": epoch} for fleet, incarnation, epoch in fences],
-        }
+            return summarize(db.execute(NEWEST).fetchone(), db.execute(FENCES).fetchall(),
+                             db.execute(FLEETS).fetchall())
 
     def known_fleet(self, fleet: str) -> bool:
         with self._session() as db:

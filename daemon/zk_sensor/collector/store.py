@@ -17,6 +17,7 @@ One connection serves every thread, one statement at a time under `lock`.
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -53,6 +54,19 @@ FLEET_ROUNDS = f"{SELECT_ROUNDS} WHERE coalesce(fleet, '') = :fleet"
 FLEET_BEFORE = (" AND (received_at, id) < "
                 "((SELECT received_at FROM rounds WHERE id = :before), :before)")
 FLEET_ORDER = " ORDER BY received_at DESC, id DESC LIMIT :limit"
+
+
+def summarize(last: Sequence[Any] | None, fences: Sequence[Sequence[Any]],
+              fleets: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """The summary's shape from its three reads (NEWEST, FENCES, FLEETS), in either store."""
+    return {
+        "rounds": sum(rounds for _, rounds, _, _ in fleets),
+        "last": dict(zip(COLUMNS, last, strict=True)) if last else None,
+        "fleets": [{"fleet": fleet or None, "rounds": rounds, "first_at": first,
+                    "last_at": newest} for fleet, rounds, first, newest in fleets],
+        "epochs": [{"fleet": fleet or None, "incarnation": incarnation or None,
+                    "epoch": epoch} for fleet, incarnation, epoch in fences],
+    }
 
 
 class Outcome(Enum):
@@ -164,17 +178,9 @@ class Store:
         fence, a fleet's incarnations in the order they first delivered (the newest last).
         Read from the counters, so it costs the same at a million rounds as at ten."""
         with self.lock:
-            last = self.db.execute(NEWEST).fetchone()
-            fences = self.db.execute(FENCES).fetchall()
-            fleets = self.db.execute(FLEETS).fetchall()
-        return {
-            "rounds": sum(rounds for _, rounds, _, _ in fleets),
-            "last": dict(zip(COLUMNS, last, strict=True)) if last else None,
-            "fleets": [{"fleet": fleet or None, "rounds": rounds, "first_at": first,
-                        "last_at": newest} for fleet, rounds, first, newest in fleets],
-            "epochs": [{"fleet": fleet or None, "incarnation": incarnation or None,
-                        "epoch": epoch} for fleet, incarnation, epoch in fences],
-        }
+            return summarize(self.db.execute(NEWEST).fetchone(),
+                             self.db.execute(FENCES).fetchall(),
+                             self.db.execute(FLEETS).fetchall())
 
     def known_fleet(self, fleet: str) -> bool:
         with self.lock:
