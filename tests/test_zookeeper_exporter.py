@@ -92,5 +92,6 @@ def test_bad_settings_stop_it_with_one_line(args: list[str]) -> None:
 def test_a_refused_mntr_is_no_metrics() -> None:
     with pytest.raises(ValueError, match="not in the whitelist"):
         parse_mntr("mntr is not executed because it is not in the whitelist.\n")
-    assert parse_mntr("zk_version\t3.8.0\nzk_server_state\tleader\n")["server_state"] == "leader"
+    found = parse_mntr("zk_version\t3.8.0\nzk_server_state\tleader\nzk_bad-name\t1\n")
+    assert found == {"version": "3.8.0", "server_state": "leader"}
     assert split_hosts("a:2281,[::1]:2281/chroot") == [("a", 2281), ("::1", 2281)]

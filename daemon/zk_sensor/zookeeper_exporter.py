@@ -16,6 +16,7 @@ deadline, whose other metrics are then absent.
 
 import argparse
 import logging
+import re
 import signal
 import socket
 import ssl
@@ -39,6 +40,8 @@ log = logging.getLogger("zk_sensor")
 DEADLINE = 2.0
 DEFAULT_LISTEN = "127.0.0.1:9141"
 MAX_REPLY = 1 << 20
+# The mntr lines kept: a name Prometheus accepts once `zk_` becomes `zookeeper_`.
+METRIC_NAME = re.compile(r"zk_[a-z0-9_]+")
 
 
 def split_hosts(hosts: str) -> list[tuple[str, int]]:
@@ -69,10 +72,10 @@ def ask(server: tuple[str, int], word: str, context: ssl.SSLContext | None) -> s
         sock = context.wrap_socket(raw, server_hostname=server[0]) if context else raw
         with sock:
             sock.sendall(word.encode())
-            chunks: list[bytes] = []
-            while (chunk := sock.recv(65536)) and sum(map(len, chunks)) < MAX_REPLY:
-                chunks.append(chunk)
-    return b"".join(chunks).decode(errors="replace")
+            reply = bytearray()
+            while len(reply) < MAX_REPLY and (chunk := sock.recv(65536)):
+                reply += chunk
+    return reply.decode(errors="replace")
 
 
 def parse_mntr(reply: str) -> dict[str, str]:
@@ -81,7 +84,7 @@ def parse_mntr(reply: str) -> dict[str, str]:
     found = {}
     for line in reply.splitlines():
         name, tab, value = line.partition("\t")
-        if tab and name.startswith("zk_"):
+        if tab and METRIC_NAME.fullmatch(name):
             found[name[3:]] = value.strip()
     if "server_state" not in found:
         raise ValueError(" ".join(reply.split())[:200] or "an empty reply")
