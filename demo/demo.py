@@ -141,6 +141,20 @@ def supervised(command: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else command
 
 
+def reap(proc: subprocess.Popen[bytes], what: str, grace: float, log_file: Path,
+         reported: bool) -> None:
+    """Wait `grace` seconds for a process already sent SIGTERM, then SIGKILL it; a
+    non-zero exit not reported yet is reported now."""
+    try:
+        code = proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        say(f"{what} (pid {proc.pid}) ignored SIGTERM for {grace:.0f} s: killing it")
+        proc.kill()
+        code = proc.wait()
+    if code != 0 and not reported:
+        say(f"{what} exited with code {code}; see {shown(log_file)}")
+
+
 def port_is_free(port: int) -> bool:
     """Whether a server could bind 127.0.0.1:`port` now (with SO_REUSEADDR, as servers do)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -283,17 +297,8 @@ class Collector:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.terminate()
-        try:
-            code = self.proc.wait(timeout=COLLECTOR_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            say(
-                f"zk-collector (pid {self.proc.pid}) ignored SIGTERM for "
-                f"{COLLECTOR_STOP_GRACE_S:.0f} s: killing it"
-            )
-            self.proc.kill()
-            code = self.proc.wait()
-        if code != 0 and not self.reported_exit:
-            say(f"zk-collector exited with code {code}; see {shown(self.log_file)}")
+        reap(self.proc, "zk-collector", COLLECTOR_STOP_GRACE_S, self.log_file,
+             self.reported_exit)
 
 
 @dataclass
@@ -346,17 +351,8 @@ def stop_daemons(daemons: list[Daemon]) -> None:
             with contextlib.suppress(ProcessLookupError):
                 daemon.proc.terminate()
     for daemon in daemons:
-        try:
-            code = daemon.proc.wait(timeout=DAEMON_STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            say(
-                f"node {daemon.node_id} (pid {daemon.proc.pid}) ignored SIGTERM for "
-                f"{DAEMON_STOP_GRACE_S:.0f} s: killing it"
-            )
-            daemon.proc.kill()
-            code = daemon.proc.wait()
-        if code != 0 and not daemon.reported_exit:
-            say(f"node {daemon.node_id} exited with code {code}; see {shown(daemon.log_file)}")
+        reap(daemon.proc, f"node {daemon.node_id}", DAEMON_STOP_GRACE_S, daemon.log_file,
+             daemon.reported_exit)
 
 
 def write_ctl_config(demo_dir: Path, hosts: str) -> Path:
