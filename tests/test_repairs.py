@@ -102,7 +102,7 @@ def test_a_backlog_is_cleared_in_bounded_batches_and_rejections_are_counted() ->
     for number in range(250):
         outbox.answer(number, "rejected" if number == 3 else "delivered")
     commits = 0
-    while outbox.answered:
+    while outbox.forget_answers_for_gone_rounds():
         transaction = Recorder()
         batch, stats = outbox.add_cleanup(transaction)  # type: ignore[arg-type]
         assert len([op for op in transaction.ops if op[0] == "delete"]) <= CLEANUP_BATCH
@@ -116,7 +116,28 @@ def test_answers_for_rounds_already_gone_are_forgotten_on_reload() -> None:
     outbox.answer(5, "delivered")
     outbox.answer(6, "delivered")
     outbox.load(pending(6, 7))
-    assert outbox.answered == [(6, "delivered")]
+    assert outbox.answered == {6: "delivered"}
+
+
+def test_a_round_dropped_or_answered_twice_is_deleted_once_or_not_at_all() -> None:
+    """Deleting a round that is gone would fail the whole cleanup transaction, every
+    step: the outbox would never drain again and every round would be sent twice."""
+    outbox = Outbox(Layout("/f"), limit=2)
+    outbox.load(pending(11, 12))
+    transaction = Recorder()
+    dropped, stats = outbox.add_release(transaction, pending(13).rounds[0], 14)  # type: ignore[arg-type]
+    outbox.released(pending(13).rounds[0], dropped, stats)
+    assert dropped == 11
+    outbox.answer(11, "delivered")
+    outbox.answer(12, "delivered")
+    outbox.answer(12, "delivered")
+    assert outbox.forget_answers_for_gone_rounds()
+    transaction = Recorder()
+    batch, stats = outbox.add_cleanup(transaction)  # type: ignore[arg-type]
+    assert [op for op in transaction.ops if op[0] == "delete"] == [
+        ("delete", Layout("/f").outbox_round(12))]
+    outbox.cleaned(batch, stats)
+    assert outbox.pending == [13] and not outbox.forget_answers_for_gone_rounds()
 
 
 def test_stats_survive_garbage() -> None:

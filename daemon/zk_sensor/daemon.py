@@ -501,11 +501,26 @@ class Node:
         return (f"follower (leader: {'node ' + leader if leader else 'none yet'}), "
                 f"round {round_number}, {mean}")
 
+    def clear_answered_rounds(self) -> None:
+        """Before a leader resigns, with its delivery in flight waited out: rounds the
+        collector took are removed from the outbox, or the next leader sends them again."""
+        self.drain_events()
+        if self.leader.office is None:
+            return
+        try:
+            self.leader.clean_outbox()
+        except (*ZK_ERRORS, AccessRefused) as error:
+            log.warning("could not clear the delivered rounds from the outbox (%s); the next "
+                        "leader sends them again", one_line(error) or type(error).__name__)
+
     def shutdown(self) -> None:
         self.systemd.stopping()
         if self.stop_signal is not None:
             log.info("received %s: stopping", signal.Signals(self.stop_signal).name)
         was_leader = self.leader.office is not None
+        self.courier.stop(self.settings.http_timeout)
+        if was_leader and self.client.connected:
+            self.clear_answered_rounds()
         self.leader.office = None
         if self.client.connected:
             try:
@@ -515,7 +530,6 @@ class Node:
                             one_line(error) or type(error).__name__)
             if was_leader:
                 log.info("gave up leadership")
-        self.courier.stop(self.settings.http_timeout)
         if self.metrics is not None:
             self.metrics.stop()
         self.client.stop()

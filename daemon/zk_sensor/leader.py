@@ -216,8 +216,7 @@ class Leader:
         """The outbox as ZooKeeper holds it, handed to the courier minus answered rounds."""
         first_load = self.clock is None
         self.outbox.load(loaded)
-        answered = {number for number, _ in self.outbox.answered}
-        self.courier.replace([a for a in loaded.rounds if a.round not in answered])
+        self.courier.replace([a for a in loaded.rounds if a.round not in self.outbox.answered])
         if first_load and loaded.rounds:
             log.warning("inherited %d undelivered rounds (%d..%d); delivering them first",
                         len(loaded.rounds), loaded.rounds[0].round, loaded.rounds[-1].round)
@@ -316,6 +315,8 @@ class Leader:
     def clean_outbox(self) -> str | None:
         """Remove a batch of answered rounds in one fenced transaction."""
         assert self.office is not None
+        if not self.outbox.forget_answers_for_gone_rounds():
+            return None
         transaction = self.zk.client.transaction()
         transaction.check(self.layout.epoch, self.office.version)
         batch, stats = self.outbox.add_cleanup(transaction)
@@ -341,6 +342,8 @@ class Leader:
     # The collector's answers, from the courier through the loop.
 
     def on_delivery(self, round_number: int, outcome: str, detail: str) -> str | None:
+        """A reload between the courier's answer and this call handed the round to the
+        courier again; it is taken back so the collector does not get it twice."""
         if outcome == "fenced":
             problem = f"the collector fenced round {round_number} off ({detail})"
             self.step_down(f"{problem}: it accepted a newer epoch of this fleet; re-checking")
@@ -353,6 +356,7 @@ class Leader:
             log.error("collector refused round %d for good: %s; dropping it", round_number,
                       detail)
         self.outbox.answer(round_number, outcome)
+        self.courier.discard(round_number)
         return None
 
 

@@ -102,16 +102,14 @@ class Outbox:
         self.limit = limit
         self.pending: list[int] = []
         self.stats = OutboxStats()
-        self.answered: list[tuple[int, str]] = []
+        self.answered: dict[int, str] = {}
 
     def load(self, loaded: Loaded) -> None:
         """As read from ZooKeeper; answers for rounds already gone were removed by a
         commit whose reply was lost."""
         self.pending = [aggregate.round for aggregate in loaded.rounds]
         self.stats = loaded.stats
-        present = set(self.pending)
-        self.answered = [(number, outcome) for number, outcome in self.answered
-                         if number in present]
+        self.forget_answers_for_gone_rounds()
 
     def clear(self) -> None:
         """On a step-down. The collector's answers are kept: they are facts about rounds,
@@ -142,9 +140,19 @@ class Outbox:
             self.pending.append(result.round)
         self.stats = stats
 
+    def forget_answers_for_gone_rounds(self) -> bool:
+        """A round can be answered after it left the outbox: dropped while its delivery
+        was in flight, or sent twice across a reload. Deleting it again would fail the whole
+        cleanup transaction, every step. True if answers for pending rounds remain."""
+        present = set(self.pending)
+        self.answered = {number: outcome for number, outcome in self.answered.items()
+                         if number in present}
+        return bool(self.answered)
+
     def add_cleanup(self, transaction: TransactionRequest
                     ) -> tuple[list[tuple[int, str]], OutboxStats]:
-        batch = self.answered[:CLEANUP_BATCH]
+        """Call after forget_answers_for_gone_rounds, in office."""
+        batch = sorted(self.answered.items())[:CLEANUP_BATCH]
         stats = self.stats
         for round_number, outcome in batch:
             transaction.delete(self.layout.outbox_round(round_number))
@@ -155,9 +163,11 @@ class Outbox:
 
     def cleaned(self, batch: list[tuple[int, str]], stats: OutboxStats) -> None:
         done = {round_number for round_number, _ in batch}
-        self.answered = [answer for answer in self.answered if answer[0] not in done]
+        for round_number in done:
+            self.answered.pop(round_number, None)
         self.pending = [number for number in self.pending if number not in done]
         self.stats = stats
 
     def answer(self, round_number: int, outcome: str) -> None:
-        self.answered.append((round_number, outcome))
+        """The first answer stands: a second is the collector's "duplicate" of a re-send."""
+        self.answered.setdefault(round_number, outcome)
