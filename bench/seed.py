@@ -13,7 +13,9 @@ The seed (a university practical) used kazoo's recipes as they come:
 
 What is measured (the first round is a warm-up and is left out):
 
-- the leader's work per round: the listing, the sequential gets and the mean, not the wait;
+- the leader's work per round, as for ours (collection and commit): the release that
+  opened the round (deleting the barrier, then creating it again: two writes, as our one
+  transaction is one), then the listing, the sequential gets and the mean; not the wait;
 - ZooKeeper write transactions per round, from the zxid of a marker znode the leader sets
   just before the first measured release and just after the last measured round. The
   zxid's low 32 bits count every transaction the quorum agreed on, including the error
@@ -366,14 +368,18 @@ class Leader:
         """zxid of a write of our own: the edges of the measured window."""
         return self.client.set(self.layout.marker, b"").mzxid
 
-    def release(self) -> int:
-        """Delete the barrier, freeing every device; the zxid of the deletion.
+    def open_round(self) -> tuple[int, float]:
+        """Delete the barrier, freeing every device, and put it up again for the next
+        round: the seed's commit. The zxid of the deletion, and the milliseconds taken.
 
         Only this thread sends requests on the leader's client, so the last reply it saw
-        is the deletion's.
+        after the remove is the deletion's.
         """
+        begin = time.perf_counter()
         self.barrier.remove()
-        return self.client.last_zxid
+        released = self.client.last_zxid
+        self.barrier.create()
+        return released, (time.perf_counter() - begin) * 1000.0
 
     def read(self) -> RoundRead:
         """The seed's aggregation: list, then one blocking get after another."""
@@ -405,21 +411,20 @@ def lead(leader: Leader, fleet: Devices, devices: int, rounds: int, period: floa
     time.sleep(period)
     leader.read()
     first_zxid, first_retries = leader.mark(), fleet.tallies()[1]
-    released = leader.release()
+    released, opening_ms = leader.open_round()
     times: list[float] = []
     complete = 0
     while True:
-        leader.barrier.create()
         time.sleep(period)
         result = leader.read()
-        times.append(result.elapsed_ms)
+        times.append(opening_ms + result.elapsed_ms)
         fresh = sum(stat.mzxid > released for stat in result.stats)
         complete += fresh == devices
-        log.info("round %d: mean %.2f over %d readings, %d fresh, %.1f ms",
-                 len(times), result.mean, len(result.stats), fresh, result.elapsed_ms)
+        log.info("round %d: mean %.2f over %d readings, %d fresh, %.1f ms (release %.1f ms)",
+                 len(times), result.mean, len(result.stats), fresh, times[-1], opening_ms)
         if len(times) == rounds or time.monotonic() > deadline:
             break
-        released = leader.release()
+        released, opening_ms = leader.open_round()
     last_zxid, last_retries = leader.mark(), fleet.tallies()[1]
     return SeedResult(
         devices=devices,

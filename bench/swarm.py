@@ -10,8 +10,9 @@ watches, registration), one per device, each with its own ZooKeeper session, exa
   sockets, queues, locks and waits cooperate. With real threads, 1,200 of them for 300
   nodes spent most of their time handing the GIL around and calls missed their
   deadlines; greenlets switch for about a microsecond;
-- kazoo's connection loop waits for its socket through `hub_select` below instead of a
-  selector built for every wait (which on gevent was most of a node's CPU);
+- kazoo's connection loop waits for its socket through `hub_select` below instead of the
+  daemon's poll (kazoo_handler.py): a zero-timeout poll of the kernel first, and gevent's
+  hub only when nothing is ready, which a greenlet can afford and a real thread need not;
 - all nodes share one core, so a release reaches the last of N nodes after N times a
   node's work (pessimistic: real devices react in parallel);
 - the sensor is a plain random number (75..85) instead of gpiozero's simulated MCP3008,
@@ -42,10 +43,9 @@ import time
 from dataclasses import dataclass
 
 import gevent.select
-from gevent.select import POLLERR, POLLHUP, POLLIN, POLLOUT
-from kazoo.handlers.threading import SequentialThreadingHandler
 
 from zk_sensor.daemon import Node
+from zk_sensor.kazoo_handler import PollingHandler, ready_lists, wanted_events
 from zk_sensor.logs import setup_logging
 from zk_sensor.settings import build_settings
 from zk_sensor.systemd import Systemd
@@ -66,23 +66,14 @@ def hub_select(_handler: object, rlist: list, wlist: list, _xlist: list,
     waits on gevent's hub; neither has a descriptor limit. The same sockets and events
     are waited for, so what kazoo sends and when is unchanged.
     """
-    masks: dict[int, int] = {}
-    for objects, mask in ((rlist, POLLIN), (wlist, POLLOUT)):
-        for item in objects:
-            fd = item if isinstance(item, int) else item.fileno()
-            masks[fd] = masks.get(fd, 0) | mask
+    masks = wanted_events(rlist, wlist)
     ready = dict(poll_now(masks))
     if not ready and timeout != 0:
         waiter = gevent.select.poll()
         for fd, mask in masks.items():
             waiter.register(fd, mask)
         ready = dict(waiter.poll(None if timeout is None else timeout * 1000))
-
-    def chosen(items: list, wanted: int) -> list:
-        return [item for item in items
-                if ready.get(item if isinstance(item, int) else item.fileno(), 0) & wanted]
-
-    return chosen(rlist, POLLIN | POLLHUP | POLLERR), chosen(wlist, POLLOUT | POLLERR), []
+    return ready_lists(rlist, wlist, ready)
 
 
 def poll_now(masks: dict[int, int]) -> list[tuple[int, int]]:
@@ -187,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
     setup_logging("swarm", "warning")
     raise_fd_limit(options.count)
-    SequentialThreadingHandler.select = hub_select
+    PollingHandler.select = hub_select
     signals: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: signals.append(signum))
     signal.signal(signal.SIGINT, lambda signum, _frame: signals.append(signum))

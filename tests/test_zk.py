@@ -1,8 +1,14 @@
 """The deadline-bound ZooKeeper calls against a real server, where kazoo lacks one."""
 
+import socket
+import threading
+
+import pytest
 from kazoo.client import KazooClient
+from kazoo.handlers.utils import selector_select
 
 from zk_sensor.election import Election, candidate_prefix
+from zk_sensor.kazoo_handler import PollingHandler, poll_select
 from zk_sensor.layout import Layout
 from zk_sensor.zk import MULTI_READ_BATCH, Zk
 
@@ -55,3 +61,51 @@ def test_registration_adopts_its_own_landed_candidate_and_removes_a_ghost(
     assert election.register() == [ghost]
     assert client.get_children(layout.election) == [landed.rsplit("/", 1)[-1]]
     assert election.candidate == landed.rsplit("/", 1)[-1]
+
+
+def test_the_poll_wait_answers_as_kazoos_selector_does() -> None:
+    """kazoo's connection loop must see the same readiness through either."""
+    near, far = socket.socketpair()
+    with near, far:
+        for _ in range(2):
+            for waits in (([near], [far], [], 0), ([near, far], [], [], 0.01)):
+                assert poll_select(*waits) == selector_select(*waits)
+            far.send(b"x")
+        far.shutdown(socket.SHUT_WR)
+        assert poll_select([near], [], [], 0)[0] == [near], "an end of stream is readable"
+    with pytest.raises(OSError):
+        poll_select([near], [], [], 0)
+
+
+def test_named_watch_callbacks_run_on_the_connection_thread_the_others_queued(
+    zk_hosts: str, zk_namespace: str
+) -> None:
+    """A named callback skips the hop through kazoo's callback thread; a recipe's (which
+    may call ZooKeeper) keeps it, or it would wait for its own reply."""
+    handler = PollingHandler()
+    client = KazooClient(hosts=zk_hosts, handler=handler)
+    client.start(timeout=10)
+    seen: dict[str, str] = {}
+    done = threading.Event()
+
+    def inline(_event: object) -> None:
+        seen["inline"] = threading.current_thread().name
+
+    def queued(_event: object) -> None:
+        seen["queued"] = threading.current_thread().name
+        done.set()
+
+    handler.run_inline(inline)
+    try:
+        path = f"{zk_namespace}/watched"
+        client.create(path, b"v", makepath=True)
+        client.get(path, watch=inline)
+        client.exists(path, watch=queued)
+        client.set(path, b"w")
+        assert done.wait(10)
+        assert client.get(path)[0] == b"w"
+    finally:
+        client.stop()
+        client.close()
+    assert seen["inline"] != seen["queued"]
+    assert "zk_loop" in seen["inline"], "the connection thread runs kazoo's zk_loop"

@@ -29,6 +29,7 @@ from .delivery import Courier, one_line
 from .device import Device
 from .election import Election
 from .handover import Handover
+from .kazoo_handler import PollingHandler
 from .layout import Layout
 from .leader import Leader
 from .lease import timing_problem
@@ -61,11 +62,13 @@ class Node:
         self.systemd = systemd
         self.node_id = settings.node_id
         self.layout = Layout(settings.namespace)
+        self.handler = PollingHandler()
         self.client = KazooClient(
             hosts=settings.zookeeper,
             timeout=settings.session_timeout,
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=2.0),
             command_retry=KazooRetry(max_tries=3, deadline=settings.zk_deadline),
+            handler=self.handler,
             **self.access.client_options(),
         )
         self.zk = Zk(self.client, settings.zk_deadline)
@@ -85,6 +88,8 @@ class Node:
                              self._on_devices_changed, wall_clock)
         self.handover = Handover(self.zk, self.layout, self.node_id, self.election,
                                  self.leader, settings.http_timeout, self._on_switchover)
+        self.handler.run_inline(self._on_barrier_changed, self._on_devices_changed,
+                                self._on_switchover, self.election.predecessor_gone)
 
         self.events: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self.waker = Waker()
@@ -480,7 +485,9 @@ class Node:
         )
 
     def report(self) -> None:
-        self.systemd.status(self.status_line())
+        """After every loop turn; the status line is only built for a systemd to read."""
+        if self.systemd.enabled:
+            self.systemd.status(self.status_line())
         if self.healthy():
             self.systemd.feed_watchdog()
 

@@ -64,7 +64,8 @@ class Election:
         self.candidate: str | None = None
         self.untidy = False
 
-    def _watch(self, _event: object) -> None:
+    def predecessor_gone(self, _event: object) -> None:
+        """A watch callback: runs on kazoo's connection thread (kazoo_handler.py)."""
         self.on_change()
 
     def register(self) -> list[str]:
@@ -142,7 +143,7 @@ class Election:
         if position == 0:
             return True
         predecessor = f"{self.layout.election}/{names[position - 1]}"
-        if self.zk.exists(predecessor, watch=self._watch) is None:
+        if self.zk.exists(predecessor, watch=self.predecessor_gone) is None:
             self.on_change()
         return False
 
