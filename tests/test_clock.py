@@ -151,10 +151,10 @@ def test_a_leader_marks_the_round_and_its_release_with_its_clock(synced: bool) -
     assert decoded is not None and decoded.clock_synced is synced
 
 
-def test_the_slowest_device_is_timed_only_across_synchronised_clocks() -> None:
-    synced_release = BarrierState(round=3, released_at=100.0)
-    late_on_a_wrong_clock = Reading("b", 1.0, 4000.0, 3, clock_synced=False)
-    on_time = Reading("a", 1.0, 100.25, 3)
-    assert slowest_device([on_time, late_on_a_wrong_clock], synced_release) == 0.25
-    unsynced_release = BarrierState(round=3, released_at=100.0, clock_synced=False)
-    assert slowest_device([on_time], unsynced_release) == 0.0
+def test_the_slowest_device_is_timed_on_zookeepers_clock_not_the_nodes() -> None:
+    """A node on a wrong clock (taken_at far off) counts by when its reading landed."""
+    on_time = Reading("a", 1.0, 100.25, 3, stored_at=500.25)
+    late_on_a_wrong_clock = Reading("b", 1.0, 4000.0, 3, clock_synced=False, stored_at=500.5)
+    assert slowest_device([on_time, late_on_a_wrong_clock], released_stored_at=500.0) == 0.5
+    assert slowest_device([on_time], released_stored_at=0.0) == 0.0
+    assert slowest_device([], released_stored_at=500.0) == 0.0

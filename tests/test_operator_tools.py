@@ -292,7 +292,8 @@ def test_status_watch_refreshes_in_place_until_ctrl_c(fleet: Fleet, receiver: Re
                             r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\r?\n", screen), screen
             assert "leader     node 1 (epoch " in screen
         process.send_signal(signal.SIGINT)
-        assert process.wait(10) == 0
+        read_until(main, lambda _: process.poll() is not None, 10)
+        assert process.wait(1) == 0
         assert process.stderr is not None and process.stderr.read() == ""
     finally:
         if process.poll() is None:

@@ -90,6 +90,7 @@ class BarrierView:
     state: BarrierState | None = None
     version: int = -1
     created: int = 0
+    stored_at: float = 0.0
     changed_at: float = field(default_factory=time.monotonic)
     garbage_logged: tuple[int, int] | None = None
     stall_warned: bool = False
@@ -109,6 +110,7 @@ class BarrierView:
                           "to repair it", stat.version)
             return False
         self.state, self.version, self.created = state, stat.version, stat.czxid
+        self.stored_at = stat.mtime / 1000.0
         self.changed_at = time.monotonic()
         self.stall_warned = False
         return True

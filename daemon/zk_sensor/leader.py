@@ -285,16 +285,17 @@ class Leader:
             self.need_reload = True
             return None
         self.lease.renew(sent_at)
+        spread = slowest_device(closing.readings, self.view.stored_at)
         self.view.accept(encode_barrier(closing.released), results[1])
-        self.closed(closing, time.perf_counter() - work_started, clock)
+        self.closed(closing, time.perf_counter() - work_started, spread, clock)
         return None
 
-    def closed(self, closing: Closing, work: float, clock: RoundClock) -> None:
+    def closed(self, closing: Closing, work: float, spread: float, clock: RoundClock) -> None:
         self.rounds_led += 1
         self.backoff = OFFICE_BACKOFF_FIRST
         self.round_work = work
-        self.round_spread = slowest_device(closing.readings, closing.current)
-        log_round(closing, work, set(self.devices) if self.devices is not None else None)
+        self.round_spread = spread
+        log_round(closing, work, spread, set(self.devices) if self.devices is not None else None)
         missed = clock.advance(time.monotonic())
         if missed:
             log.warning("round %d took %.0f ms, past its slot: %d slot(s) of %.1f s skipped",

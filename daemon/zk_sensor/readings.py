@@ -28,6 +28,7 @@ class Reading:
     count: int = 0
     failures: int = 0
     clock_synced: bool = True
+    stored_at: float = 0.0
 
 
 def encode_reading(value: float, taken_at: float, round_number: int, count: int,
@@ -45,8 +46,9 @@ def encode(reading: Reading) -> bytes:
                           reading.failures, reading.clock_synced)
 
 
-def decode_reading(node: str, data: bytes) -> Reading:
-    """Raises ValueError for anything that is not a well-formed reading."""
+def decode_reading(node: str, data: bytes, stored_at: float = 0.0) -> Reading:
+    """Raises ValueError for anything that is not a well-formed reading. `stored_at` is
+    when ZooKeeper committed it (the znode's mtime), on the ensemble's clock."""
     try:
         payload = json.loads(data.decode())
         value = float(payload["value"])
@@ -61,7 +63,7 @@ def decode_reading(node: str, data: bytes) -> Reading:
     if not (math.isfinite(value) and math.isfinite(taken_at)):
         raise ValueError("reading is not a finite number")
     return Reading(node=node, value=value, taken_at=taken_at, round=round_number, count=count,
-                   failures=failures, clock_synced=clock_synced)
+                   failures=failures, clock_synced=clock_synced, stored_at=stored_at)
 
 
 @dataclass
@@ -85,7 +87,8 @@ def collect_readings(zk: Zk, layout: Layout) -> Collection:
             collection.vanished.append(node)
             continue
         try:
-            collection.readings.append(decode_reading(node, result[0]))
+            collection.readings.append(decode_reading(node, result[0],
+                                                      result[1].mtime / 1000.0))
         except ValueError:
             collection.garbage.append(node)
     return collection

@@ -70,16 +70,16 @@ def refusal(results: list[Any]) -> str | None:
     return f"{type(failure).__name__} in the outbox"
 
 
-def slowest_device(readings: list[Reading], release: BarrierState) -> float:
-    """Seconds from a round's release to its last reading, across the wall clocks of
-    different nodes, so only those known to be synchronised count; 0 when unknown."""
-    times = [reading.taken_at for reading in readings if reading.clock_synced]
-    if not times or release.released_at <= 0 or not release.clock_synced:
+def slowest_device(readings: list[Reading], released_stored_at: float) -> float:
+    """Seconds from a round's release to its last reading, both as ZooKeeper committed
+    them: one clock, the ensemble's, whatever the nodes' own clocks say; 0 if unknown."""
+    times = [reading.stored_at for reading in readings if reading.stored_at > 0]
+    if not times or released_stored_at <= 0:
         return 0.0
-    return max(0.0, max(times) - release.released_at)
+    return max(0.0, max(times) - released_stored_at)
 
 
-def log_round(closing: Closing, work: float, live: set[str] | None) -> None:
+def log_round(closing: Closing, work: float, spread: float, live: set[str] | None) -> None:
     """One line per round; `slowest` is the last device's delay after the release, and
     `leader` the collection and commit this round cost the leader. A reading from an
     older round is late if its device is a live candidate; otherwise its node is gone
@@ -98,7 +98,6 @@ def log_round(closing: Closing, work: float, live: set[str] | None) -> None:
     if collection.vanished:
         notes.append(f"{len(collection.vanished)} vanished mid-read")
     suffix = f" [{'; '.join(notes)}]" if notes else ""
-    spread = slowest_device(closing.readings, closing.current)
     timing = f"slowest {spread:.2f} s, leader {work * 1000:.0f} ms"
     round_number = closing.current.round
     if result is None:
