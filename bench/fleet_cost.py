@@ -1,6 +1,6 @@
 """What a fleet costs and how it keeps time, on a 3-server ZooKeeper ensemble on loopback.
 
-    python bench/fleet_cost.py              # every scenario, one table (about 12 minutes)
+    python bench/fleet_cost.py              # every scenario, one table (about 8 minutes)
     python bench/fleet_cost.py --only real300 --window 600   # the 10-minute cadence run
 
 Scenarios, each in its own namespace, all delivering to one HTTP receiver:
@@ -12,7 +12,7 @@ Scenarios, each in its own namespace, all delivering to one HTTP receiver:
   (period 1 s), to compare with real processes, and 1,000 at period 5 s; after the 1,000
   run every session expires at once (the whole fleet frozen past its session timeout)
   and the time until a round counts every device again is measured. A swarm node costs
-  about 1 ms of CPU per round (kazoo's Python), so 1,000 at 1 s or 5,000 at 5 s would
+  about 1.2 ms of CPU per round (kazoo's Python), so 1,000 at 1 s or 5,000 at 5 s would
   need this whole 2-core machine for the devices alone, ensemble not counted;
 - the leader alone against 1,000 and 5,000 readings (its collection and commit);
 - the seed's design (bench/seed.py) at 100 and 1,000, on the same ensemble.
@@ -96,6 +96,7 @@ class Row:
     idle_percent: float = 0.0
     rss_mib: float = 0.0
     leader_rss_mib: float = 0.0
+    has_devices: bool = True
     notes: list[str] = field(default_factory=list)
 
 
@@ -267,7 +268,7 @@ def leader_alone(bench: Bench, devices: int, period: float) -> Row:
     round): its collection reads and decodes every one of them as in a live fleet, without
     a crowd of devices taking the CPU a real fleet would spend on other machines."""
     namespace = f"/bench-leader-{devices}"
-    row = Row("leader alone, N readings", devices, period)
+    row = Row("leader alone, N readings", devices, period, has_devices=False)
     bench.prepare(namespace, period)
     leader = bench.start_leader(namespace)
     writer = KazooClient(hosts=bench.ensemble.hosts)
@@ -344,14 +345,17 @@ def render(rows: list[Row]) -> str:
     lines = [header, "|" + "---|" * 11]
     for r in rows:
         ours = r.scenario != "seed's design"
+        devices = ours and r.has_devices
         lines.append(
             f"| {r.scenario} | {r.devices:,} | {r.period:g} s | {r.complete}/{r.rounds} | "
-            + (f"{r.cadence:.3f} s ({r.drift * 1000:.0f} ms) | {r.spread_p99:.2f} s | "
-               if ours else "- | - | ")
-            + f"{r.work_p50:.0f} / {r.work_p99:.0f} ms | {r.writes:.2f} | "
-            + (f"{r.cpu_round_ms:.2f} ms | {r.idle_percent:.2f} % | "
-               f"{r.rss_mib:.1f} MiB ({r.leader_rss_mib:.1f}) |" if ours else "- | - | - |"))
-    notes = [note for r in rows for note in r.notes]
+            + (f"{r.cadence:.3f} s ({r.drift * 1000:.0f} ms) | " if ours else "- | ")
+            + (f"{r.spread_p99:.2f} s | " if devices else "- | ")
+            + f"{r.work_p50:.0f} / {r.work_p99:.0f} ms | "
+            + (f"{r.writes:.2f} | " if devices or not ours else "- | ")
+            + (f"{r.cpu_round_ms:.2f} ms | {r.idle_percent:.2f} % | {r.rss_mib:.1f} MiB "
+               if devices else "- | - | - ")
+            + (f"({r.leader_rss_mib:.1f}) |" if ours else "|"))
+    notes = [note for r in rows for note in r.notes] + seed_ratios(rows)
     targets = [
         "targets: at 5 s an idle daemon <= 1 % of a core; <= 2 ms CPU per device-round; "
         "<= 30 MiB per daemon; cadence within 1 % of the period; release to last reading "
@@ -359,6 +363,20 @@ def render(rows: list[Row]) -> str:
         "<= 1.2 writes per device-round; ours >= 10x faster than the seed in the leader's round",
     ]
     return "\n".join([*lines, "", *notes, *targets])
+
+
+def seed_ratios(rows: list[Row]) -> list[str]:
+    """The seed's leader round over ours at the same fleet size (p50; ours from the
+    swarm, whose leader is a real process, or else the leader alone)."""
+    notes = []
+    for seed in (r for r in rows if r.scenario == "seed's design"):
+        ours = next((r for r in rows if r.devices == seed.devices and r.scenario in
+                     ("swarm", "leader alone, N readings") and r.work_p50 > 0), None)
+        if ours is not None:
+            notes.append(f"leader round at {seed.devices:,}: the seed's {seed.work_p50:.0f} ms, "
+                         f"ours ({ours.scenario}) {ours.work_p50:.0f} ms: "
+                         f"{seed.work_p50 / ours.work_p50:.1f}x")
+    return notes
 
 
 def machine() -> str:
