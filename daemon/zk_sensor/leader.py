@@ -39,6 +39,7 @@ log = logging.getLogger("zk_sensor")
 
 OFFICE_BACKOFF_FIRST = 0.5
 OFFICE_BACKOFF_MAX = 8.0
+FIRST_ROUND_SETTLE = 0.5
 
 
 class Leader:
@@ -227,11 +228,16 @@ class Leader:
 
     def start_clock(self, released_wall: float) -> None:
         """The first round closes one period after the barrier last moved, on the server's
-        clock as this node sees it (taking office measured the offset)."""
+        clock as this node sees it (taking office measured the offset), and no sooner than
+        FIRST_ROUND_SETTLE periods after taking office: when the office changed hands
+        because ZooKeeper itself was away, every device was cut off too and must reconnect
+        and measure the open round first. Closed at once, it would be released with no
+        readings, and its number would be missing at the collector."""
         assert self.office is not None
         period = self.config.sampling_period
         state = self.view.state
-        wait = min(period, max(0.0, released_wall + period - time.time()))
+        settle = FIRST_ROUND_SETTLE * period - (time.monotonic() - self.office.taken_at)
+        wait = min(period, max(0.0, released_wall + period - time.time(), settle))
         self.clock = RoundClock(time.monotonic() + wait, period)
         log.info("I am the leader now (epoch %d, incarnation %s): round %d closes in %.1f s",
                  self.office.epoch, self.office.incarnation[:8],
