@@ -2,7 +2,6 @@
 writing anything, and rendered for a terminal, once or refreshed in place (`--watch`)."""
 
 import json
-import signal
 import time
 from typing import Any, TextIO
 
@@ -16,7 +15,7 @@ from .layout import CONFIG_KEYS, Layout
 from .outbox import decode_stats
 from .readings import collect_readings
 from .validation import CONFIG_PARSERS, InvalidValue
-from .waker import Waker
+from .waker import SignalStop
 from .zk import ZK_ERRORS, AccessRefused, Zk
 
 # Cursor home, then clear the screen: each refresh replaces the last, as watch(1) does.
@@ -102,27 +101,13 @@ def format_status(status: dict[str, Any], as_json: bool) -> str:
 
 def watch_status(zk: Zk, layout: Layout, interval: float, as_json: bool, out: TextIO) -> int:
     """Refresh until Ctrl-C (or SIGTERM), which is how one leaves it: exit 0. A failed read
-    is shown in its refresh and the next one tries again (kazoo reconnects meanwhile).
-
-    The signal only wakes the wait between refreshes: raised as KeyboardInterrupt in the
-    middle of a kazoo call it could leave the client unable to close."""
+    is shown in its refresh and the next one tries again (kazoo reconnects meanwhile)."""
     clear = CLEAR if out.isatty() else ""
-    waker, stopped = Waker(), []
-
-    def stop(signum: int, _frame: object) -> None:
-        stopped.append(signum)
-        waker.wake()
-
-    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stopped:
+    with SignalStop() as stop:
+        while not stop.stopped:
             out.write(clear + refresh(zk, layout, interval, as_json) + "\n")
             out.flush()
-            waker.wait(interval)
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        waker.close()
+            stop.wait(interval)
     return 0
 
 

@@ -12,6 +12,8 @@ import contextlib
 import math
 import os
 import select
+import signal
+from types import FrameType
 
 
 class Waker:
@@ -32,3 +34,38 @@ class Waker:
 
     def close(self) -> None:
         os.close(self.fd)
+
+
+class SignalStop:
+    """Until SIGINT or SIGTERM, for a command that waits between pieces of work (`status
+    --watch`, the ZooKeeper exporter). The handler only records the signal and wakes the
+    waker: raised as KeyboardInterrupt inside a kazoo call it could leave the client
+    unable to close, and an Event set from it could deadlock on the Event's own lock."""
+
+    def __init__(self) -> None:
+        self.waker = Waker()
+        self.received: list[int] = []
+        self.previous = {signum: signal.signal(signum, self._on_signal)
+                         for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.received.append(signum)
+        self.waker.wake()
+
+    @property
+    def stopped(self) -> bool:
+        return bool(self.received)
+
+    def wait(self, timeout: float) -> None:
+        self.waker.wait(timeout)
+
+    def close(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.waker.close()
+
+    def __enter__(self) -> "SignalStop":
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -17,13 +17,10 @@ deadline, whose other metrics are then absent.
 import argparse
 import logging
 import re
-import signal
 import socket
 import ssl
 import sys
-import threading
 from collections.abc import Iterator
-from types import FrameType
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import GaugeMetricFamily, Metric, UnknownMetricFamily
@@ -33,6 +30,7 @@ from .access import ZkAccess, add_access_arguments, zk_access
 from .collector.server import split_listen
 from .ctl import connection_settings, node_file
 from .sources import SettingsError
+from .waker import SignalStop
 
 log = logging.getLogger("zk_sensor")
 
@@ -40,6 +38,8 @@ log = logging.getLogger("zk_sensor")
 DEADLINE = 2.0
 DEFAULT_LISTEN = "127.0.0.1:9141"
 MAX_REPLY = 1 << 20
+# The main thread only waits for a signal; the waker wakes it at once.
+IDLE_WAIT = 3600.0
 # The mntr lines kept: a name Prometheus accepts once `zk_` becomes `zookeeper_`.
 METRIC_NAME = re.compile(r"zk_[a-z0-9_]+")
 
@@ -186,14 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("serving the metrics of %d ZooKeeper server(s)%s on http://%s:%d/metrics",
              len(servers), " over TLS" if context else "", host, server.server_port)
-    stopping = threading.Event()
-
-    def stop(_signum: int, _frame: FrameType | None) -> None:
-        stopping.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    stopping.wait()
+    with SignalStop() as stop:
+        while not stop.stopped:
+            stop.wait(IDLE_WAIT)
     server.shutdown()
     log.info("stopped")
     return 0
