@@ -4,6 +4,7 @@ import itertools
 import statistics
 
 from zk_sensor.layout import Layout
+from zk_sensor.validation import InvalidValue, parse_api_url, parse_sampling_period
 
 from fleet import Fleet, Receiver, ctl, status, wait_for
 
@@ -65,3 +66,15 @@ def test_raw_garbage_write_is_refused_by_every_node(fleet: Fleet, receiver: Rece
     listed = status(fleet)["config"]["sampling_period"]
     assert listed["value"] == "soon" and "invalid" in listed["error"]
     assert all(d.running for d in fleet.daemons.values())
+
+
+def test_a_huge_config_value_is_refused_in_one_short_line() -> None:
+    """A znode holds up to 1 MiB: the refusal quotes the value cut, not whole."""
+    for parse, value in ((parse_api_url, "http://x/" + "a" * 1_000_000),
+                         (parse_sampling_period, "5" * 1_000_000)):
+        try:
+            parse(value)
+        except InvalidValue as refusal:
+            assert len(str(refusal)) < 200 and "1000" in str(refusal)
+        else:
+            raise AssertionError(f"{parse.__name__} took a 1 MB value")

@@ -25,6 +25,8 @@ NODE_METRICS = {
     "zk_sensor_leader": ("gauge", "1 while this node leads with a fresh lease."),
     "zk_sensor_round": ("gauge", "The round the barrier holds open."),
     "zk_sensor_rounds_led_total": ("counter", "Rounds this node released as leader."),
+    "zk_sensor_garbage_readings_total": ("counter", "Readings of the rounds this node led "
+                                         "that were garbage (skipped)."),
     "zk_sensor_deliveries_total": ("counter", "Rounds the collector acknowledged."),
     "zk_sensor_deliveries_refused_total": ("counter", "Rounds the collector refused for good."),
     "zk_sensor_round_work_seconds": ("gauge", "Collection and commit of the last round this "
@@ -40,7 +42,8 @@ NODE_METRICS = {
 def fake_node(measurements: int) -> SimpleNamespace:
     """Only the attributes node_samples reads, as the loop would leave them."""
     outbox = SimpleNamespace(pending=[7, 8], stats=SimpleNamespace(dropped=3))
-    leader = SimpleNamespace(rounds_led=1_000_001, delivered=999_999, refused=2,
+    leader = SimpleNamespace(rounds_led=1_000_001, garbage_readings=5, delivered=999_999,
+                             refused=2,
                              round_work=0.0125, round_spread=0.25, outbox=outbox)
     return SimpleNamespace(leader=leader, device=SimpleNamespace(count=measurements, skipped=4),
                            link_up=True, leading=True,
@@ -75,6 +78,7 @@ def test_node_counters_scrape_back_exactly(node_metrics_url: str) -> None:
     assert content_type == "text/plain; version=0.0.4; charset=utf-8"
     assert values["zk_sensor_measurements_total"] == 1_234_567, "no digits lost"
     assert values["zk_sensor_rounds_led_total"] == 1_000_001
+    assert values["zk_sensor_garbage_readings_total"] == 5
     assert values["zk_sensor_deliveries_total"] == 999_999
     assert values["zk_sensor_round_work_seconds"] == 0.0125
     assert (values["zk_sensor_round"], values["zk_sensor_outbox_pending"]) == (41, 2)

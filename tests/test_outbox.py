@@ -40,7 +40,10 @@ def test_full_outbox_drops_the_oldest_counts_it_and_drains_later(fleet: Fleet, t
         wait_for(lambda: status(fleet)["outbox"]["pending"] <= 1, 30, "the outbox to drain")
         dropped = status(fleet)["outbox"]["dropped"]
         stored = sorted(r["round"] for r in collector.rounds())
-        assert stored[0] == dropped, "rounds 0.. were dropped oldest first, the rest delivered"
+        # Rounds 0.. were dropped oldest first and the rest delivered; the round in flight
+        # when the collector came back may be dropped from a full outbox while its answer
+        # is on the way: it is then both counted dropped and stored (at most that one).
+        assert dropped - 1 <= stored[0] <= dropped, (stored[0], dropped)
         assert stored == list(range(stored[0], stored[-1] + 1))
     finally:
         collector.stop()

@@ -19,6 +19,8 @@ from kazoo.client import TransactionRequest
 from kazoo.protocol.states import ZnodeStat
 
 from .aggregate import Aggregate
+from .codec import Undecodable, finite_number, json_object, text_field, whole_number
+from .outbox import aggregate_from
 
 log = logging.getLogger("zk_sensor")
 
@@ -44,19 +46,34 @@ def encode_barrier(state: BarrierState) -> bytes:
 
 def decode_barrier(data: bytes | None) -> BarrierState | None:
     """None for a barrier that is missing or unreadable; the loop re-checks later."""
-    if not data:
+    try:
+        return barrier_from(json_object(data)) if data else None
+    except Undecodable:
+        return None
+
+
+def barrier_from(payload: dict[str, Any]) -> BarrierState:
+    """Every field checked, so nothing downstream (the status line, the CLI's rendering
+    of the last mean) meets a value of the wrong type. A `last` that is not an aggregate
+    is dropped rather than the whole barrier: the round is what the fleet needs."""
+    if "round" not in payload:
+        raise Undecodable("no round field")
+    return BarrierState(
+        round=whole_number(payload["round"], "round"),
+        epoch=whole_number(payload.get("epoch", 0), "epoch"),
+        leader=text_field(payload.get("leader", ""), "leader"),
+        released_at=finite_number(payload.get("released_at", 0.0), "released_at"),
+        last=last_aggregate(payload.get("last")),
+        clock_synced=payload.get("clock") != "unsynced",
+    )
+
+
+def last_aggregate(value: Any) -> dict[str, Any] | None:
+    if not isinstance(value, dict):
         return None
     try:
-        payload = json.loads(data.decode())
-        return BarrierState(
-            round=int(payload["round"]),
-            epoch=int(payload.get("epoch", 0)),
-            leader=str(payload.get("leader", "")),
-            released_at=float(payload.get("released_at", 0.0)),
-            last=payload.get("last") if isinstance(payload.get("last"), dict) else None,
-            clock_synced=payload.get("clock") != "unsynced",
-        )
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return aggregate_from(value).as_dict()
+    except Undecodable:
         return None
 
 

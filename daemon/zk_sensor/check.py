@@ -13,7 +13,8 @@ What is wrong, worst first:
   rounds waiting for the collector (default: half the node file's outbox_limit, where the
   oldest start being dropped).
 - WARNING: more than `--outbox-warning` rounds waiting; rounds dropped from a full outbox;
-  devices gone (a reading whose node no longer stands as a candidate).
+  devices gone (a reading whose node no longer stands as a candidate); znodes holding
+  garbage (the leader repairs or skips them).
 The dropped count only grows, so it would stay a warning for good: `--dropped-since N`
 acknowledges the first N (the count the operator has seen), and a retired node keeps its
 reading (its count is part of the fleet's), so `--gone-allowed N` tolerates N gone.
@@ -106,7 +107,8 @@ def assess(status: dict[str, Any], period: float, now: float,
     """The exit status and the line: what is wrong, worst first, then the summary."""
     age = round_age(status, now)
     findings = [*leader_findings(status), *stall_findings(age, period, limits),
-                *outbox_findings(status["outbox"], limits), *gone_findings(status, limits)]
+                *outbox_findings(status["outbox"], limits), *gone_findings(status, limits),
+                *garbage_findings(status)]
     findings.sort(key=lambda finding: -finding.state)
     worst = findings[0].state if findings else OK
     texts = [finding.text for finding in findings] + [summary(status, age)]
@@ -156,6 +158,17 @@ def gone_findings(status: dict[str, Any], limits: Limits) -> list[Finding]:
         return []
     return [Finding(WARNING, f"{len(gone)} {'device' if len(gone) == 1 else 'devices'} gone "
                              f"({', '.join(gone)})")]
+
+
+def garbage_findings(status: dict[str, Any]) -> list[Finding]:
+    """Unreadable znodes: what a faulty or hostile writer left; the fleet repairs or skips
+    them, so a warning, which should clear by itself within a few rounds."""
+    garbage = [f"the {name} znode" for name in status.get("garbage_znodes", [])]
+    garbage += [f"reading {node}" for node in status.get("garbage_readings", [])]
+    garbage += [f"outbox entry {name}" for name in status["outbox"].get("garbage", [])]
+    if not garbage:
+        return []
+    return [Finding(WARNING, f"garbage in {', '.join(garbage)}")]
 
 
 def live_devices(status: dict[str, Any]) -> tuple[int, int]:

@@ -20,16 +20,21 @@ import json
 import re
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from kazoo.client import TransactionRequest
 from kazoo.exceptions import NoNodeError
 
 from .barrier import BarrierState, decode_barrier, encode_barrier
+from .codec import Undecodable, json_object, whole_number
 from .layout import Layout
 from .outbox import Loaded, OutboxStats, encode_stats, load_outbox
 from .zk import Zk
 
 INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# A leader's id in the epoch znode (bare, as earlier releases wrote it, or in its JSON) is
+# at most 64 characters, as node ids are; anything longer is garbage.
+MAX_BARE_ID = 64
 
 
 def new_incarnation() -> str:
@@ -48,28 +53,44 @@ def encode_epoch(epoch: int, leader: str) -> bytes:
 def decode_epoch(data: bytes | None, version: int) -> int | None:
     """The epoch number; a bare leader id (written by earlier releases, whose epoch was the
     znode's version) stands for the version; None for garbage."""
-    text = (data or b"").decode(errors="replace").strip()
-    if not text.startswith("{"):
-        return version if text and len(text) <= 64 and text.isprintable() else None
+    if (payload := epoch_payload(data)) is None:
+        return version if bare_id(data) is not None else None
     try:
-        epoch = json.loads(text)["epoch"]
-    except (ValueError, KeyError, TypeError):
+        return whole_number(payload.get("epoch"), "epoch")
+    except Undecodable:
         return None
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        return None
-    return epoch
 
 
 def epoch_holder(data: bytes | None) -> str | None:
     """The node that took office with this epoch (a bare id in earlier releases)."""
-    text = (data or b"").decode(errors="replace").strip()
-    if not text.startswith("{"):
-        return text or None
-    try:
-        leader = json.loads(text).get("leader")
-    except (ValueError, AttributeError):
+    if (payload := epoch_payload(data)) is None:
+        return bare_id(data)
+    leader = payload.get("leader")
+    return leader if isinstance(leader, str) and printable_id(leader) else None
+
+
+def epoch_payload(data: bytes | None) -> dict[str, Any] | None:
+    """The epoch znode's JSON object; None for a bare id, or for garbage (which is no
+    bare id either, so both callers then say None)."""
+    if not (data or b"").lstrip().startswith(b"{"):
         return None
-    return leader if isinstance(leader, str) and leader else None
+    try:
+        return json_object(data)
+    except Undecodable:
+        return None
+
+
+def bare_id(data: bytes | None) -> str | None:
+    """An earlier release's epoch znode: the leader's id alone, printable and short."""
+    if not data or len(data) > MAX_BARE_ID or data.lstrip().startswith(b"{"):
+        return None
+    text = data.decode(errors="replace").strip()
+    return text if printable_id(text) else None
+
+
+def printable_id(text: str) -> bool:
+    """A lone surrogate (JSON's `\\ud800`) is not printable, so it never reaches a log."""
+    return 0 < len(text) <= MAX_BARE_ID and text.isprintable()
 
 
 @dataclass
@@ -133,6 +154,10 @@ def highest_round(state: FleetState, remembered: int | None) -> int | None:
 
 def plan_repairs(state: FleetState, remembered: int | None, epoch: int) -> Repairs:
     repairs = Repairs()
+    if state.epoch is None and state.epoch_version is not None:
+        # Taking office rewrites the epoch znode anyway; a sitting leader never sees this
+        # (its epoch znode still holds what it wrote, or it has stepped down).
+        repairs.notes.append(f"the epoch znode holds garbage: replacing it with epoch {epoch}")
     if state.incarnation is None:
         repairs.incarnation = new_incarnation()
         repairs.notes.append("the fleet's incarnation znode is "

@@ -16,18 +16,24 @@ they are still read, each node counting as the larger of its shard and its readi
 
 from kazoo.exceptions import NoNodeError
 
+from .codec import MAX_WHOLE
 from .layout import Layout
 from .readings import Collection
 from .zk import Zk
 
+MAX_COUNT_CHARS = 32
+
 
 def parse_count(data: bytes) -> int:
-    """A shard that is not a non-negative integer counts as zero rather than poisoning the sum."""
+    """A shard that is not a count (a 64-bit one, as every reading's) counts as zero rather
+    than poisoning the sum, or the node's readings, which carry its count on."""
+    if len(data) > MAX_COUNT_CHARS:
+        return 0
     try:
         value = int(data.decode().strip())
     except (UnicodeDecodeError, ValueError):
         return 0
-    return max(value, 0)
+    return value if 0 <= value <= MAX_WHOLE else 0
 
 
 def own_count(zk: Zk, layout: Layout, node_id: str, published: int) -> int:

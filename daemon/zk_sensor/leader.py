@@ -69,6 +69,7 @@ class Leader:
         self.backoff = OFFICE_BACKOFF_FIRST
         self.dropping = False
         self.rounds_led = 0
+        self.garbage_readings = 0
         self.delivered = 0
         self.refused = 0
         self.round_work = 0.0
@@ -298,6 +299,7 @@ class Leader:
 
     def closed(self, closing: Closing, work: float, spread: float, clock: RoundClock) -> None:
         self.rounds_led += 1
+        self.garbage_readings += len(closing.collection.garbage)
         self.backoff = OFFICE_BACKOFF_FIRST
         self.round_work = work
         self.round_spread = spread

@@ -40,6 +40,8 @@ def node_samples(node: "Node") -> list[Sample]:
          barrier.round if barrier else -1),
         ("zk_sensor_rounds_led_total", "counter", "Rounds this node released as leader.",
          leader.rounds_led),
+        ("zk_sensor_garbage_readings_total", "counter", "Readings of the rounds this node "
+         "led that were garbage (skipped).", leader.garbage_readings),
         ("zk_sensor_deliveries_total", "counter", "Rounds the collector acknowledged.",
          leader.delivered),
         ("zk_sensor_deliveries_refused_total", "counter", "Rounds the collector refused "

@@ -17,11 +17,14 @@ over ten loop steps, not a thousand commits in one step that outlasts the watchd
 
 import json
 from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from kazoo.client import TransactionRequest
 
 from .aggregate import Aggregate
+from .codec import Undecodable, finite_number, json_object, text_field, whole_number
 from .layout import Layout
+from .readings import get_readable
 from .zk import Zk
 
 CLEANUP_BATCH = 100
@@ -39,32 +42,48 @@ def encode_stats(stats: OutboxStats) -> bytes:
 
 
 def decode_stats(data: bytes | None) -> OutboxStats:
+    """Counts that are not ours read as zero: the next release writes them afresh."""
     try:
-        payload = json.loads(data or b"{}")
-        return OutboxStats(dropped=max(int(payload.get("dropped", 0)), 0),
-                           rejected=max(int(payload.get("rejected", 0)), 0),
-                           released=max(int(payload.get("released", 0)), 0))
-    except (ValueError, TypeError, AttributeError, OverflowError):
+        payload = json_object(data or b"{}")
+    except Undecodable:
         return OutboxStats()
+    return OutboxStats(**{name: count_or_zero(payload.get(name, 0), name)
+                          for name in ("dropped", "rejected", "released")})
+
+
+def count_or_zero(value: Any, name: str) -> int:
+    try:
+        return whole_number(value, name)
+    except Undecodable:
+        return 0
 
 
 def encode_pending(aggregate: Aggregate) -> bytes:
     return json.dumps(aggregate.as_dict()).encode()
 
 
-def decode_pending(data: bytes) -> Aggregate:
-    """Raises ValueError for a znode that is not a round we wrote."""
+def decode_pending(data: bytes | None) -> Aggregate:
+    """Raises ValueError (Undecodable) for a znode that is not a round we wrote."""
+    return aggregate_from(json_object(data))
+
+
+def aggregate_from(payload: dict[str, Any]) -> Aggregate:
+    """An aggregate as `Aggregate.as_dict` wrote it, every field checked (also the
+    barrier's copy of the last one); Undecodable otherwise."""
     try:
-        payload = json.loads(data)
-        return Aggregate(round=int(payload["round"]), epoch=int(payload["epoch"]),
-                         leader=str(payload["leader"]), mean=float(payload["mean"]),
-                         count=int(payload["count"]), min=float(payload["min"]),
-                         max=float(payload["max"]), time=float(payload["time"]),
-                         incarnation=str(payload.get("incarnation", "")),
-                         clock_synced=payload.get("clock") != "unsynced")
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError,
-            OverflowError) as error:
-        raise ValueError(f"not a pending round: {error}") from None
+        return Aggregate(
+            round=whole_number(payload["round"], "round"),
+            epoch=whole_number(payload["epoch"], "epoch"),
+            leader=text_field(payload["leader"], "leader"),
+            mean=finite_number(payload["mean"], "mean"),
+            count=whole_number(payload["count"], "count"),
+            min=finite_number(payload["min"], "min"),
+            max=finite_number(payload["max"], "max"),
+            time=finite_number(payload["time"], "time"),
+            incarnation=text_field(payload.get("incarnation", ""), "incarnation"),
+            clock_synced=payload.get("clock") != "unsynced")
+    except KeyError as missing:
+        raise Undecodable(f"not a round: no {missing} field") from None
 
 
 @dataclass
@@ -75,18 +94,28 @@ class Loaded:
 
 
 def load_outbox(zk: Zk, layout: Layout) -> Loaded:
-    """What a new leader inherits: pending rounds oldest first, and the counts."""
+    """What a new leader inherits: pending rounds oldest first, and the counts. An entry
+    is garbage unless it is a round stored under its own number: the leader removes a
+    round by that name, and a misnamed one would fail every cleanup."""
     data, _ = zk.get(layout.outbox)
     names = sorted(zk.children(layout.outbox))
-    found = zk.get_many(f"{layout.outbox}/{name}" for name in names)
+    found, refused = get_readable(zk, [f"{layout.outbox}/{name}" for name in names])
     rounds, garbage = [], []
     for name in names:
-        result = found[f"{layout.outbox}/{name}"]
-        if result is None:
+        path = f"{layout.outbox}/{name}"
+        if path in refused:
+            garbage.append(name)
+            continue
+        if (result := found[path]) is None:
             continue
         try:
-            rounds.append(decode_pending(result[0]))
-        except ValueError:
+            pending = decode_pending(result[0])
+        except Undecodable:
+            garbage.append(name)
+            continue
+        if layout.outbox_round(pending.round) == path:
+            rounds.append(pending)
+        else:
             garbage.append(name)
     rounds.sort(key=lambda aggregate: aggregate.round)
     return Loaded(rounds, garbage, decode_stats(data))

@@ -11,12 +11,17 @@ synchronised (clock.py).
 """
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 
+from kazoo.exceptions import NoAuthError, NoNodeError
+from kazoo.protocol.states import ZnodeStat
+
+from .codec import Undecodable, finite_number, json_object, whole_number
 from .layout import Layout
-from .zk import Zk
+from .zk import AccessRefused, Zk
+
+Found = tuple[bytes, ZnodeStat]
 
 
 @dataclass(frozen=True)
@@ -46,24 +51,21 @@ def encode(reading: Reading) -> bytes:
                           reading.failures, reading.clock_synced)
 
 
-def decode_reading(node: str, data: bytes, stored_at: float = 0.0) -> Reading:
-    """Raises ValueError for anything that is not a well-formed reading. `stored_at` is
-    when ZooKeeper committed it (the znode's mtime), on the ensemble's clock."""
+def decode_reading(node: str, data: bytes | None, stored_at: float = 0.0) -> Reading:
+    """Raises ValueError (Undecodable) for anything that is not a well-formed reading.
+    `stored_at` is when ZooKeeper committed it (the znode's mtime), on the ensemble's
+    clock."""
+    payload = json_object(data)
     try:
-        payload = json.loads(data.decode())
-        value = float(payload["value"])
-        taken_at = float(payload["taken_at"])
-        round_number = int(payload["round"])
-        count = max(int(payload.get("count", 0)), 0)
-        failures = max(int(payload.get("failures", 0)), 0)
-        clock_synced = payload.get("clock") != "unsynced"
-    except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError,
-            AttributeError, OverflowError) as error:
-        raise ValueError(f"malformed reading payload: {error}") from None
-    if not (math.isfinite(value) and math.isfinite(taken_at)):
-        raise ValueError("reading is not a finite number")
-    return Reading(node=node, value=value, taken_at=taken_at, round=round_number, count=count,
-                   failures=failures, clock_synced=clock_synced, stored_at=stored_at)
+        value, taken_at, round_number = payload["value"], payload["taken_at"], payload["round"]
+    except KeyError as missing:
+        raise Undecodable(f"not a reading: no {missing} field") from None
+    return Reading(node=node, value=finite_number(value, "value"),
+                   taken_at=finite_number(taken_at, "taken_at"),
+                   round=whole_number(round_number, "round"),
+                   count=whole_number(payload.get("count", 0), "count"),
+                   failures=whole_number(payload.get("failures", 0), "failures"),
+                   clock_synced=payload.get("clock") != "unsynced", stored_at=stored_at)
 
 
 @dataclass
@@ -76,12 +78,38 @@ class Collection:
         return [reading for reading in self.readings if reading.round == round_number]
 
 
+def get_readable(zk: Zk, paths: list[str]) -> tuple[dict[str, Found | None], set[str]]:
+    """Many znodes in one burst, and those whose ACL refuses us apart. Whoever may create
+    a reading or an outbox entry may give it an ACL that shuts everyone out, and one such
+    znode must not refuse the whole burst (that would stop the leader for good): the
+    burst is then read again one by one."""
+    try:
+        return zk.get_many(paths), set()
+    except AccessRefused as refusal:
+        if not isinstance(refusal.cause, NoAuthError):
+            raise
+    found: dict[str, Found | None] = {}
+    refused = set()
+    for path in paths:
+        try:
+            found[path] = zk.get(path)
+        except NoNodeError:
+            found[path] = None
+        except AccessRefused:
+            refused.add(path)
+    return found, refused
+
+
 def collect_readings(zk: Zk, layout: Layout) -> Collection:
-    """Every device's reading, tolerating devices that leave between list and read."""
+    """Every device's reading, tolerating devices that leave between list and read; a
+    reading that is unreadable (its ACL) or not a reading is garbage, skipped."""
     nodes = sorted(zk.children_or_none(layout.readings))
-    raw = zk.get_many(layout.reading(node) for node in nodes)
+    raw, refused = get_readable(zk, [layout.reading(node) for node in nodes])
     collection = Collection()
     for node in nodes:
+        if layout.reading(node) in refused:
+            collection.garbage.append(node)
+            continue
         result = raw[layout.reading(node)]
         if result is None:
             collection.vanished.append(node)
@@ -89,7 +117,7 @@ def collect_readings(zk: Zk, layout: Layout) -> Collection:
         try:
             collection.readings.append(decode_reading(node, result[0],
                                                       result[1].mtime / 1000.0))
-        except ValueError:
+        except Undecodable:
             collection.garbage.append(node)
     return collection
 

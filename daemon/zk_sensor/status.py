@@ -12,7 +12,7 @@ from .coordination import decode_epoch, decode_incarnation, epoch_holder
 from .counter import fleet_total
 from .election import current_leader, live_nodes
 from .layout import CONFIG_KEYS, Layout
-from .outbox import decode_stats
+from .outbox import load_outbox
 from .readings import collect_readings
 from .validation import CONFIG_PARSERS, InvalidValue
 from .waker import SignalStop
@@ -58,13 +58,15 @@ def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
     first_in_line = current_leader(zk, layout)
     live = set(live_nodes(zk.children_or_none(layout.election)))
     holder = epoch_holder(epoch[0]) if epoch else None
+    fleet_id = decode_incarnation(incarnation[0]) if incarnation else None
+    epoch_number = decode_epoch(epoch[0], epoch[1].version) if epoch else None
     return {
         "namespace": layout.namespace,
-        "incarnation": decode_incarnation(incarnation[0]) if incarnation else None,
+        "incarnation": fleet_id,
         "leader": first_in_line if first_in_line is not None and first_in_line == holder
         else None,
         "first_in_line": first_in_line,
-        "epoch": decode_epoch(epoch[0], epoch[1].version) if epoch else None,
+        "epoch": epoch_number,
         "round": barrier.round if barrier else None,
         "round_released_at": barrier.released_at if barrier else None,
         "round_released_clock": clock_label(barrier.clock_synced) if barrier else None,
@@ -81,18 +83,28 @@ def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
         "without_reading": sorted(live - {r.node for r in collection.readings}
                                   - set(collection.garbage)),
         "garbage_readings": collection.garbage,
+        "garbage_znodes": holding_garbage(("incarnation", incarnation, fleet_id),
+                                          ("epoch", epoch, epoch_number),
+                                          ("barrier", barrier_found, barrier)),
         "outbox": outbox_status(zk, layout),
     }
 
 
+def holding_garbage(*znodes: tuple[str, object, object]) -> list[str]:
+    """The names of those present (read) that did not decode."""
+    return [name for name, read, decoded in znodes if read is not None and decoded is None]
+
+
 def outbox_status(zk: Zk, layout: Layout) -> dict[str, Any]:
-    if zk.exists(layout.outbox) is None:
-        return {"pending": 0, "oldest": None, "dropped": 0, "rejected": 0}
-    data, _ = zk.get(layout.outbox)
-    stats = decode_stats(data)
-    pending = sorted(int(name) for name in zk.children(layout.outbox) if name.isdigit())
-    return {"pending": len(pending), "oldest": pending[0] if pending else None,
-            "dropped": stats.dropped, "rejected": stats.rejected}
+    """Entries that are not rounds are listed, not counted: the next leader removes them."""
+    try:
+        loaded = load_outbox(zk, layout)
+    except NoNodeError:
+        return {"pending": 0, "oldest": None, "dropped": 0, "rejected": 0, "garbage": []}
+    rounds = loaded.rounds
+    return {"pending": len(rounds), "oldest": rounds[0].round if rounds else None,
+            "dropped": loaded.stats.dropped, "rejected": loaded.stats.rejected,
+            "garbage": loaded.garbage}
 
 
 def format_status(status: dict[str, Any], as_json: bool) -> str:
@@ -137,7 +149,7 @@ def render_status(status: dict[str, Any]) -> str:
         lines.append(
             f"last mean  {last['mean']:.2f} over {last['count']} devices "
             f"(min {last['min']:.2f}, max {last['max']:.2f}), round {last['round']}, "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(last['time']))}"
+            f"{local_time(last['time'])}"
         )
     else:
         lines.append("last mean  none yet")
@@ -161,7 +173,21 @@ def render_status(status: dict[str, Any]) -> str:
                      "(a sensor that has never read fails unseen here: see the node's log)")
     if status["garbage_readings"]:
         lines.append(f"garbage    {', '.join(status['garbage_readings'])} (skipped by the leader)")
+    if status["garbage_znodes"]:
+        lines.append(f"garbage    {', '.join(status['garbage_znodes'])} znode (repaired by the "
+                     "leader)")
+    if box["garbage"]:
+        lines.append(f"garbage    outbox entries {', '.join(box['garbage'])} (removed by the "
+                     "next leader)")
     return "\n".join(lines)
+
+
+def local_time(timestamp: float) -> str:
+    """A leader's clock may be years off (clock.py), past what the platform's time_t holds."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    except (OverflowError, OSError, ValueError):
+        return f"time {timestamp:g}"
 
 
 def device_line(device: dict[str, Any]) -> str:

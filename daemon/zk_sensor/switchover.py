@@ -30,6 +30,7 @@ from enum import Enum
 
 from kazoo.exceptions import BadVersionError, NoNodeError
 
+from .codec import Undecodable, json_object, text_field, whole_number
 from .coordination import decode_epoch, epoch_holder
 from .election import node_of, sequence_of
 from .layout import Layout
@@ -60,20 +61,25 @@ def decode_request(data: bytes | None) -> Request | None:
     if not data or not data.strip():
         return None
     try:
-        payload = json.loads(data)
-    except (ValueError, RecursionError) as error:
-        raise InvalidRequest(f"not JSON: {error}") from None
-    if not isinstance(payload, dict):
-        raise InvalidRequest("not a JSON object")
-    epoch, to, candidate = payload.get("epoch"), payload.get("to"), payload.get("candidate")
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-        raise InvalidRequest("epoch is not a whole number")
+        payload = json_object(data)
+        epoch = whole_number(payload.get("epoch"), "epoch")
+        by = text_field(payload.get("by", ""), "by")
+    except Undecodable as error:
+        raise InvalidRequest(str(error)) from None
+    to, candidate = payload.get("to"), payload.get("candidate")
     if to is None and candidate is None:
-        return Request(epoch, None, None, str(payload.get("by", "")))
+        return Request(epoch, None, None, by)
     if not isinstance(to, str) or not isinstance(candidate, str) \
-            or node_of(candidate) != to:
+            or not is_candidate_name(candidate) or node_of(candidate) != to:
         raise InvalidRequest("to and candidate do not name one node's candidate")
-    return Request(epoch, to, candidate, str(payload.get("by", "")))
+    return Request(epoch, to, candidate, by)
+
+
+def is_candidate_name(name: str) -> bool:
+    """As ZooKeeper names a sequential znode: ten ASCII digits at the end, which `int`
+    reads (it refuses `²`, which `str.isdigit` accepts)."""
+    sequence = name.rsplit("_", 1)[-1]
+    return len(sequence) == 10 and sequence.isascii() and sequence.isdigit()
 
 
 def target_text(request: Request) -> str:

@@ -12,43 +12,58 @@ from urllib.parse import urlsplit
 MIN_PERIOD = 0.1
 MAX_PERIOD = 3600.0
 NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+# A znode may hold 1 MiB: a value is refused, and shown cut, well before a log line grows.
+MAX_PERIOD_TEXT = 64
+MAX_URL = 2048
+SHOWN = 80
 
 
 class InvalidValue(ValueError):
     """A value that must not be used; its message is one line meant for an operator."""
 
 
+def shown(text: str) -> str:
+    """A value as a refusal quotes it: cut, so one bad value is one readable line."""
+    if len(text) <= SHOWN:
+        return repr(text)
+    return f"{text[:SHOWN]!r}... ({len(text)} characters)"
+
+
 def parse_sampling_period(text: str) -> float:
+    if len(text) > MAX_PERIOD_TEXT:
+        raise InvalidValue(f"sampling_period {shown(text)} is not a number")
     try:
         value = float(text.strip())
     except ValueError:
-        raise InvalidValue(f"sampling_period {text!r} is not a number") from None
+        raise InvalidValue(f"sampling_period {shown(text)} is not a number") from None
     if not math.isfinite(value):
-        raise InvalidValue(f"sampling_period {text!r} is not a finite number")
+        raise InvalidValue(f"sampling_period {shown(text)} is not a finite number")
     if value <= 0:
-        raise InvalidValue(f"sampling_period {text!r} must be greater than zero")
+        raise InvalidValue(f"sampling_period {shown(text)} must be greater than zero")
     if value < MIN_PERIOD or value > MAX_PERIOD:
         raise InvalidValue(
-            f"sampling_period {text!r} is outside {MIN_PERIOD:g}..{MAX_PERIOD:g} seconds"
+            f"sampling_period {shown(text)} is outside {MIN_PERIOD:g}..{MAX_PERIOD:g} seconds"
         )
     return value
 
 
 def parse_api_url(text: str) -> str:
+    if len(text) > MAX_URL:
+        raise InvalidValue(f"api_url {shown(text)} is longer than {MAX_URL} characters")
     url = text.strip()
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
-        raise InvalidValue(f"api_url {text!r} is not a valid URL: {error}") from None
+        raise InvalidValue(f"api_url {shown(text)} is not a valid URL: {error}") from None
     if parts.scheme not in ("http", "https"):
-        raise InvalidValue(f"api_url {text!r} must start with http:// or https://")
+        raise InvalidValue(f"api_url {shown(text)} must start with http:// or https://")
     if not parts.hostname:
-        raise InvalidValue(f"api_url {text!r} has no host")
+        raise InvalidValue(f"api_url {shown(text)} has no host")
     if port == 0:
-        raise InvalidValue(f"api_url {text!r} has port 0")
+        raise InvalidValue(f"api_url {shown(text)} has port 0")
     if any(ch.isspace() for ch in url):
-        raise InvalidValue(f"api_url {text!r} contains white space")
+        raise InvalidValue(f"api_url {shown(text)} contains white space")
     return url
 
 
@@ -80,7 +95,7 @@ def parse_node_id(text: str) -> str:
     node_id = str(text).strip()
     if not NODE_ID_PATTERN.match(node_id):
         raise InvalidValue(
-            f"node id {text!r} must be 1-64 characters of letters, digits, '.', '_' or '-'"
+            f"node id {shown(text)} must be 1-64 characters of letters, digits, '.', '_' or '-'"
         )
     return node_id
 
