@@ -102,7 +102,7 @@ class OneZnode:
     def get(self, path: str) -> tuple[bytes, None]:
         raise NoNodeError(path)
 
-    def create(self, path: str, data: bytes) -> None:
+    def create(self, path: str, data: bytes, acl: object = None) -> None:
         self.data = data
 
 

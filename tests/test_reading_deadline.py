@@ -89,7 +89,7 @@ class FakeZk:
             raise NoNodeError(path)
         self._write(path, data)
 
-    def create(self, path: str, data: bytes) -> None:
+    def create(self, path: str, data: bytes, acl: object = None) -> None:
         if path in self.nodes:
             raise NodeExistsError(path)
         self._write(path, data)

@@ -213,8 +213,7 @@ def test_a_fleet_runs_on_its_own_identity(secured: Secured, receiver: Receiver,
         acls, _ = operator.get_acls(secured.layout.reading("a"))
         assert {acl.id.id.split(":")[0]: acl.perms for acl in acls} == {
             "operator": Permissions.ALL,
-            "fleet": Permissions.READ | Permissions.WRITE | Permissions.CREATE
-            | Permissions.DELETE,
+            "fleet": Permissions.READ | Permissions.WRITE,
             "anyone": Permissions.READ}
         anonymous = secured.ctl("status")
         assert anonymous.returncode == 0, anonymous.stderr
@@ -381,3 +380,15 @@ def test_a_running_leader_whose_identity_is_revoked_exits_2(secured: Secured,
         assert "the barrier moved" not in leader.log()
     finally:
         fleet.stop_all()
+
+
+def test_revoking_a_node_of_a_shared_identity_only_records_it(secured: Secured) -> None:
+    """No ACL names one node of a shared identity: `node revoke` records it for the
+    later switch to per-node identities and leaves the shared matrix as it is."""
+    revoked = secured.as_operator("node", "revoke", "7")
+    assert revoked.returncode == 0, revoked.stderr
+    assert "node-7 recorded in" in revoked.stdout
+    assert "already" in secured.as_operator("node", "revoke", "7").stdout
+    assert secured.clients["operator"].get(secured.layout.revoked)[0] == b'["node-7"]'
+    again = secured.as_operator("acl", "apply", "--fleet-auth-file", str(secured.fleet_file))
+    assert again.returncode == 0 and ", 0 changed" in again.stdout, again.stdout

@@ -143,13 +143,17 @@ class ZkServer:
         client_port: int,
         peers: Mapping[int, tuple[int, int]] | None = None,
         extra_config: Iterable[str] = (),
+        jvm_options: Iterable[str] = (),
     ) -> None:
         """`peers` maps each quorum member's myid to (peer port, election port).
 
         Without `peers` the server runs standalone. `extra_config` lines are appended to
-        zoo.cfg (e.g. a secure client port, see `tls_config`).
+        zoo.cfg (e.g. a secure client port, see `tls_config`); `jvm_options` to the JVM's
+        command line (settings ZooKeeper reads only as system properties, e.g.
+        `-Dzookeeper.DigestAuthenticationProvider.superDigest=...`).
         """
         self.extra_config = list(extra_config)
+        self.jvm_options = list(jvm_options)
         self.myid = myid
         self.client_port = client_port
         self.server_dir = server_dir
@@ -217,6 +221,7 @@ class ZkServer:
         command = [
             java,
             *JVM_OPTS,
+            *self.jvm_options,
             f"-Dlog4j.configuration=file:{self.log4j_file}",
             "-cp",
             ":".join(str(jar) for jar in CLASSPATH_JARS),
@@ -369,15 +374,26 @@ def tls_config(secure_port: int, key_store: Path, trust_store: Path) -> list[str
 class ZkEnsemble:
     """`n` ZooKeeper servers on loopback: n == 1 is standalone, n > 1 a quorum."""
 
-    def __init__(self, base_dir: Path, n: int = 3) -> None:
-        """Allocate ports and write each server's files under `base_dir`/zk<myid>."""
+    def __init__(
+        self,
+        base_dir: Path,
+        n: int = 3,
+        extra_config: Callable[[int], Iterable[str]] = lambda _myid: (),
+        jvm_options: Callable[[int], Iterable[str]] = lambda _myid: (),
+    ) -> None:
+        """Allocate ports and write each server's files under `base_dir`/zk<myid>.
+
+        For a quorum, `extra_config(myid)` and `jvm_options(myid)` give each member its own
+        zoo.cfg lines and JVM options (quorum TLS and SASL: test_adversary_quorum.py).
+        """
         if n < 1:
             raise ValueError(f"an ensemble needs at least one server, got {n}")
         self.base_dir = base_dir
         self.secure_hosts = ""
         if n == 1:
             (client_port,) = free_ports(1)
-            self.servers = [ZkServer(1, base_dir / "zk1", client_port)]
+            self.servers = [ZkServer(1, base_dir / "zk1", client_port,
+                                     extra_config=extra_config(1), jvm_options=jvm_options(1))]
             return
         ports = free_ports(3 * n)
         client_ports = ports[:n]
@@ -386,7 +402,8 @@ class ZkEnsemble:
             for myid in range(1, n + 1)
         }
         self.servers = [
-            ZkServer(myid, base_dir / f"zk{myid}", client_ports[myid - 1], peers)
+            ZkServer(myid, base_dir / f"zk{myid}", client_ports[myid - 1], peers,
+                     extra_config=extra_config(myid), jvm_options=jvm_options(myid))
             for myid in range(1, n + 1)
         ]
 

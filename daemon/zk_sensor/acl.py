@@ -1,124 +1,143 @@
 """Who may do what in a fleet's namespace: ZooKeeper digest ACLs.
 
-Three identities (README, "Access control"):
+Three kinds of identity (README, "Trust: credentials, ACLs and TLS"):
 - the operator may do everything, ACLs included;
-- the fleet (every node shares one identity) reads the config and does everything a node
-  does (readings, election, barrier, epoch, counter, outbox), but may not change the
-  config, request a switchover or change any ACL;
+- the members: either one identity all nodes share (`--fleet-auth-file`), or one per node,
+  `node-<id>` (`--members-file`). Members read the config and do everything a node does
+  (readings, election, barrier, epoch, outbox), but may not change the config, the member
+  list, request a switchover or change any ACL. With per-node identities a node's own
+  reading, candidate and counter shard are writable by that node only, and no member may
+  delete a reading (ZooKeeper checks DELETE on the parent, so a member with DELETE on
+  `readings` could delete another node's reading and recreate it as its own);
 - anyone else may read what `zk-sensorctl status` shows, except the config, and write
   nothing.
 
 ZooKeeper ACLs are per znode and not inherited, so `zk-sensorctl acl apply` walks the
-whole namespace, and a node gives every znode it creates the member ACL, which it reads
-at registration from the znode `member-acl` (config's ACL: the fleet reads it, nobody
-else). It cannot copy a folder's ACL instead: ZooKeeper 3.6+ masks the digests of an
-ACL to clients without ADMIN on the znode, and the fleet must not have ADMIN. The
-fleet thus sees the operator's digest (unsalted SHA-1 of user:password): the operator's
-password must be long and random, as the playbook makes it.
-The namespace root lets the fleet create (a repair recreates a folder) but not delete, so
-a node cannot remove the config folder and recreate it under its own ACL.
+whole namespace (repair.py), and a node gives what it creates the ACL derived from the
+znode `member-acl`, which it reads at registration. It cannot copy a folder's ACL instead:
+ZooKeeper 3.6+ masks the digests of an ACL to clients without ADMIN, and members must not
+have ADMIN. Members thus see the operator's digest (unsalted SHA-1 of user:password): the
+operator's password must be long and random, as the playbook makes it.
 """
 
 import json
-from collections import deque
 from dataclasses import dataclass
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import NoNodeError
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, Id, Permissions
 
 from .access import Credentials
-from .coordination import prepare_namespace
+from .codec import decode_json
+from .election import node_of
 from .layout import Layout
 from .validation import InvalidValue
 from .zk import Zk
 
 NODE_PERMS = Permissions.READ | Permissions.WRITE | Permissions.CREATE | Permissions.DELETE
+OWN_PERMS = Permissions.READ | Permissions.WRITE
+NODE_USER_PREFIX = "node-"
+ANYONE_READS = ACL(Permissions.READ, ANYONE_ID_UNSAFE)
 
 
 class InvalidMemberAcl(InvalidValue):
     """member-acl holds garbage: a node must create nothing rather than open znodes."""
 
 
+def node_user(node_id: str) -> str:
+    return f"{NODE_USER_PREFIX}{node_id}"
+
+
+def user_of(digest_id: str) -> str:
+    return digest_id.partition(":")[0]
+
+
+def digest_acl(digest_id: str, perms: int) -> ACL:
+    return ACL(perms, Id("digest", digest_id))
+
+
 @dataclass(frozen=True)
 class AclMatrix:
-    root: list[ACL]
-    config: list[ACL]
-    member: list[ACL]
+    """The ACL every znode of the namespace should have. `per_node`: members are the
+    nodes' own identities (`node-<id>`), each owning its reading, candidates and shard;
+    otherwise one shared identity owns them all, as before per-node identities."""
+
+    operator: str
+    members: tuple[str, ...]
+    per_node: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.members:
+            raise ValueError("the fleet needs at least one member identity")
+        if user_of(self.operator) in {user_of(member) for member in self.members}:
+            raise ValueError("the operator and the members must be different identities")
+
+    def acl(self, member_perms: int, owners: tuple[str, ...] = (),
+            anyone: bool = True) -> list[ACL]:
+        """Operator ALL, the members (or `owners` with OWN_PERMS), and anyone READ."""
+        acls = [digest_acl(self.operator, Permissions.ALL)]
+        if member_perms:
+            acls += [digest_acl(member, member_perms) for member in self.members]
+        acls += [digest_acl(owner, OWN_PERMS) for owner in owners]
+        return [*acls, ANYONE_READS] if anyone else acls
+
+    @property
+    def member(self) -> list[ACL]:
+        """What `member-acl` holds: the ACL of shared znodes a node creates (outbox rounds,
+        a repaired folder), from which a node also derives the ACL of its own."""
+        return self.acl(NODE_PERMS)
+
+    @property
+    def config(self) -> list[ACL]:
+        return self.acl(Permissions.READ, anyone=False)
+
+    def owner_of(self, node_id: str | None) -> tuple[str, ...]:
+        if node_id is None:
+            return ()
+        if not self.per_node:
+            return self.members
+        return tuple(member for member in self.members if user_of(member) == node_user(node_id))
 
     def for_path(self, layout: Layout, path: str) -> list[ACL]:
         if path == layout.namespace:
-            return self.root
-        if path in (layout.config, layout.member_acl, layout.switchover) \
-                or path.startswith(layout.config + "/"):
+            return self.acl(Permissions.READ | Permissions.CREATE)
+        if path in layout.operator_znodes() or path.startswith(layout.config + "/"):
             return self.config
-        return self.member
+        parent, _, name = path.rpartition("/")
+        if parent == layout.election:
+            return self.acl(0, self.owner_of(node_of(name)))
+        if parent in (layout.readings, layout.counter):
+            return self.acl(0, self.owner_of(name))
+        if not self.per_node:
+            return self.member
+        return self.per_node_shared(layout, path)
 
-
-def digest(credentials: Credentials, perms: int) -> ACL:
-    return ACL(perms, Id("digest", credentials.digest_id))
+    def per_node_shared(self, layout: Layout, path: str) -> list[ACL]:
+        """Folders give members no more than they need; leaves no CREATE, so no member
+        can hang a znode under them; znodes the fleet never makes are the operator's."""
+        if path == layout.readings:
+            return self.acl(Permissions.READ | Permissions.CREATE)
+        if path == layout.counter:
+            return self.acl(Permissions.READ)
+        if path in (layout.barrier, layout.epoch, layout.incarnation):
+            return self.acl(OWN_PERMS)
+        if path in (layout.election, layout.outbox) or path.startswith(layout.outbox + "/"):
+            return self.member
+        return self.acl(0)
 
 
 def acl_matrix(operator: Credentials, fleet: Credentials) -> AclMatrix:
-    if operator.digest_id == fleet.digest_id:
-        raise ValueError("the operator and the fleet must be different identities")
-    anyone_reads = ACL(Permissions.READ, ANYONE_ID_UNSAFE)
-    return AclMatrix(
-        root=[digest(operator, Permissions.ALL),
-              digest(fleet, Permissions.READ | Permissions.CREATE), anyone_reads],
-        config=[digest(operator, Permissions.ALL), digest(fleet, Permissions.READ)],
-        member=[digest(operator, Permissions.ALL), digest(fleet, NODE_PERMS), anyone_reads],
-    )
+    """The matrix of a fleet sharing one identity (`--fleet-auth-file`)."""
+    return AclMatrix(operator.digest_id, (fleet.digest_id,))
 
 
-@dataclass
-class AclReport:
-    znodes: int = 0
-    changed: int = 0
+def members_matrix(operator: str, members: list[str]) -> AclMatrix:
+    """The matrix of a fleet with an identity per node (`--members-file`)."""
+    return AclMatrix(operator, tuple(members), per_node=True)
 
 
 def same_acl(left: list[ACL], right: list[ACL]) -> bool:
     return {(acl.perms, acl.id.scheme, acl.id.id) for acl in left} == \
         {(acl.perms, acl.id.scheme, acl.id.id) for acl in right}
-
-
-def apply_acls(zk: Zk, layout: Layout, matrix: AclMatrix) -> AclReport:
-    """Create the namespace if needed, then set the matrix on every znode of it, parents
-    first (the operator's own entry then covers listing their children). Idempotent: a
-    znode whose ACL is already right is not written. Znodes that vanish during the walk
-    (a candidate's session ending, a round delivered) are skipped."""
-    prepare_namespace(zk, layout)
-    publish_member_acl(zk, layout, matrix.member)
-    report = AclReport()
-    if create_switchover(zk, layout, matrix.config):
-        report.changed += 1
-    pending = deque([layout.namespace])
-    while pending:
-        path = pending.popleft()
-        wanted = matrix.for_path(layout, path)
-        try:
-            current, _ = zk.get_acls(path)
-            if not same_acl(current, wanted):
-                zk.set_acls(path, wanted)
-                report.changed += 1
-            children = zk.children(path)
-        except NoNodeError:
-            continue
-        report.znodes += 1
-        pending.extend(f"{path}/{child}" for child in children)
-    return report
-
-
-def create_switchover(zk: Zk, layout: Layout, acls: list[ACL]) -> bool:
-    """The switchover request's znode, empty, under the operator's ACL: were it missing,
-    the fleet (which may create in the namespace root) could create it and request
-    switchovers itself. True if it was created."""
-    if zk.exists(layout.switchover) is not None:
-        return False
-    try:
-        zk.create(layout.switchover, b"", acl=acls)
-    except NodeExistsError:
-        return False
-    return True
 
 
 def encode_acl(acls: list[ACL]) -> bytes:
@@ -128,7 +147,7 @@ def encode_acl(acls: list[ACL]) -> bytes:
 def decode_acl(data: bytes) -> list[ACL]:
     """InvalidMemberAcl for anything but a non-empty list of [perms, scheme, id]."""
     try:
-        items = json.loads(data)
+        items = decode_json(data)
     except ValueError as error:
         raise InvalidMemberAcl(f"member ACL is not JSON: {error}") from None
     if not isinstance(items, list) or not items or not all(map(is_acl_entry, items)):
@@ -144,23 +163,47 @@ def is_acl_entry(item: object) -> bool:
             and isinstance(scheme, str) and bool(scheme) and isinstance(ident, str))
 
 
-def publish_member_acl(zk: Zk, layout: Layout, acls: list[ACL]) -> None:
-    data = encode_acl(acls)
+def matrix_of_member_acl(acls: list[ACL]) -> AclMatrix:
+    """The per-node matrix a published member ACL stands for (`node revoke`): the
+    operator is the entry with ADMIN, the members the other digests."""
+    operators = [acl.id.id for acl in acls
+                 if acl.id.scheme == "digest" and acl.perms & Permissions.ADMIN]
+    members = [acl.id.id for acl in acls
+               if acl.id.scheme == "digest" and not acl.perms & Permissions.ADMIN]
+    if len(operators) != 1:
+        raise InvalidMemberAcl("member ACL does not name exactly one operator")
     try:
-        current, _ = zk.get(layout.member_acl)
-    except NoNodeError:
-        zk.create(layout.member_acl, data)
-        return
-    if current != data:
-        zk.set(layout.member_acl, data)
+        return members_matrix(operators[0], members)
+    except ValueError as error:
+        raise InvalidMemberAcl(f"member ACL: {error}") from None
 
 
-def creation_acl(zk: Zk, layout: Layout) -> list[ACL] | None:
-    """The ACL for the znodes a node creates, as `acl apply` published it; None
-    (ZooKeeper's open default) for a fleet without ACLs. InvalidMemberAcl for garbage: the
+@dataclass(frozen=True)
+class CreationAcls:
+    """What a node gives the znodes it creates: `shared` for the fleet's (kazoo's default
+    ACL), `own` for its reading and candidates. None: ZooKeeper's open default, for a
+    fleet without ACLs."""
+
+    shared: list[ACL] | None = None
+    own: list[ACL] | None = None
+
+
+def own_acl(member: list[ACL], own_digest: str) -> list[ACL]:
+    """The operator's entries, this node READ|WRITE, anyone READ if the fleet has it:
+    exactly what `acl apply` sets on a node's own znodes."""
+    kept = [acl for acl in member
+            if acl.perms & Permissions.ADMIN or acl == ANYONE_READS]
+    return [*kept, digest_acl(own_digest, OWN_PERMS)]
+
+
+def creation_acls(zk: Zk, layout: Layout, credentials: Credentials | None) -> CreationAcls:
+    """From `member-acl` as `acl apply` published it. InvalidMemberAcl for garbage: the
     node then creates nothing rather than open znodes."""
     try:
         data, _ = zk.get(layout.member_acl)
     except NoNodeError:
-        return None
-    return decode_acl(data)
+        return CreationAcls()
+    member = decode_acl(data)
+    if credentials is None:
+        return CreationAcls(member, member)
+    return CreationAcls(member, own_acl(member, credentials.digest_id))

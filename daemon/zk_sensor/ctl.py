@@ -3,7 +3,9 @@ and the operator's levers: the config, the ACLs, a switchover.
 
 Exit status: 0 done, 1 ZooKeeper unreachable or failing (or a switchover not done in
 time), 2 invalid usage or value (refused before anything is written) or refused by
-ZooKeeper's ACLs. `check` follows the Nagios plugin convention instead (check.py).
+ZooKeeper's ACLs, 3 `acl apply` or `node revoke` done but for a znode that needs the
+break-glass identity (acl_commands.py). `check` follows the Nagios plugin convention
+instead (check.py).
 
 Where to connect and as whom comes from the command line, then ZK_SENSOR_* variables,
 then a node's TOML file (`-c /etc/zk-sensor/zk-sensor.toml`), so an operator on a node
@@ -20,8 +22,8 @@ from typing import Any
 
 from kazoo.client import KazooClient
 
-from .access import ZkAccess, add_access_arguments, read_credentials, zk_access
-from .acl import acl_matrix, apply_acls
+from .access import add_access_arguments, zk_access
+from .acl_commands import add_acl_commands
 from .check import UNKNOWN, add_arguments, cmd_check
 from .layout import CONFIG_KEYS, Layout
 from .sources import SettingsError
@@ -86,26 +88,6 @@ def cmd_config_set(zk: Zk, layout: Layout, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_acl_apply(zk: Zk, layout: Layout, args: argparse.Namespace) -> int:
-    report = apply_acls(zk, layout, args.matrix)
-    print(f"ACLs of {layout.namespace}: {report.znodes} znodes checked, {report.changed} "
-          f"changed (operator {args.operator!r}, fleet {args.fleet!r})")
-    return 0
-
-
-def prepare_acl_apply(args: argparse.Namespace, access: ZkAccess) -> None:
-    """Both identities are read and checked before connecting: nothing is written with
-    a matrix that could lock the operator out."""
-    if access.credentials is None:
-        raise SettingsError("acl apply needs the operator's credentials: --zk-auth-file")
-    fleet = read_credentials(args.fleet_auth_file, "--fleet-auth-file")
-    try:
-        args.matrix = acl_matrix(access.credentials, fleet)
-    except ValueError as error:
-        raise SettingsError(str(error)) from None
-    args.operator, args.fleet = access.credentials.user, fleet.user
-
-
 def seconds(text: str) -> float:
     """An argparse type: a positive number of seconds."""
     try:
@@ -161,14 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     set_.add_argument("key", choices=CONFIG_KEYS)
     set_.add_argument("value")
     set_.set_defaults(handler=cmd_config_set)
-    acl = commands.add_parser("acl", help="ZooKeeper ACLs of the fleet's namespace")
-    acl_commands = acl.add_subparsers(dest="acl_command", required=True)
-    apply = acl_commands.add_parser(
-        "apply", help="create the namespace if needed and set the operator/fleet/anyone ACLs "
-        "on every znode of it (idempotent; needs the operator's --zk-auth-file)")
-    apply.add_argument("--fleet-auth-file", dest="fleet_auth_file", required=True,
-                       help="the fleet identity's credentials file (user:password, 0600)")
-    apply.set_defaults(handler=cmd_acl_apply)
+    add_acl_commands(commands)
     return parser
 
 
@@ -216,8 +191,10 @@ def main(argv: list[str] | None = None) -> int:
         args.access = access
         if args.handler is cmd_config_set:
             args.text = validated_value(args.key, args.value)
-        if args.handler is cmd_acl_apply:
-            prepare_acl_apply(args, access)
+        if getattr(args, "prepare", None):
+            args.prepare(args, access)
+        if getattr(args, "offline", False):
+            return args.handler(args)
     except (InvalidValue, SettingsError) as error:
         return failure(args, 2, f"refused: {error}")
     hosts = chosen["zookeeper"]

@@ -20,7 +20,7 @@ from kazoo.recipe.watchers import DataWatch
 from kazoo.retry import KazooRetry
 
 from .access import ZkAccess
-from .acl import InvalidMemberAcl, creation_acl
+from .acl import InvalidMemberAcl, creation_acls
 from .barrier import BarrierView
 from .clock import Clock
 from .config_watch import LiveConfig, watch_config
@@ -68,8 +68,7 @@ class Node:
             timeout=settings.session_timeout,
             connection_retry=KazooRetry(max_tries=-1, delay=0.1, max_delay=2.0),
             command_retry=KazooRetry(max_tries=3, deadline=settings.zk_deadline),
-            handler=self.handler,
-            **self.access.client_options(),
+            **self.access.client_options(self.handler),
         )
         self.zk = Zk(self.client, settings.zk_deadline)
         self.config = LiveConfig(
@@ -408,7 +407,9 @@ class Node:
         one write."""
         if not self.namespace_ready:
             prepare_namespace(self.zk, self.layout)
-            self.client.default_acl = creation_acl(self.zk, self.layout)
+            acls = creation_acls(self.zk, self.layout, self.access.credentials)
+            self.client.default_acl = acls.shared
+            self.device.acl = self.election.acl = acls.own
             self.namespace_ready = True
         self.device.resume_count()
         ghosts = self.election.register()

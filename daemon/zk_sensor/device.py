@@ -20,6 +20,7 @@ import logging
 import time
 
 from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.security import ACL
 
 from .clock import Clock
 from .counter import own_count
@@ -59,6 +60,9 @@ class Device:
         self.wanted: Wanted | None = None
         self.answer: Answer | None = None
         self.hang_reported = False
+        # The ACL of the reading znode (acl.py: this node and the operator write it);
+        # None: kazoo's default ACL.
+        self.acl: list[ACL] | None = None
 
     def resume_count(self) -> None:
         """Once per process: where this node's count and failures stand, from its last
@@ -180,7 +184,7 @@ class Device:
             except NoNodeError:
                 self.published = False
         try:
-            self.zk.create(self.path, payload)
+            self.zk.create(self.path, payload, acl=self.acl)
         except NodeExistsError:
             self.take_over_reading(payload)
         self.published = True
@@ -196,4 +200,4 @@ class Device:
                     self.path, stat.ephemeralOwner)
         with contextlib.suppress(NoNodeError):
             self.zk.delete(self.path, version=stat.version)
-        self.zk.create(self.path, payload)
+        self.zk.create(self.path, payload, acl=self.acl)

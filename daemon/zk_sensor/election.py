@@ -19,18 +19,27 @@ new candidate before its old one goes, so it never stops being a live candidate.
 """
 
 import contextlib
+import logging
 from collections.abc import Callable
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import NoNodeError, NotEmptyError
+from kazoo.security import ACL
 
 from .layout import Layout
 from .zk import Zk
 
 PREFIX = "n_"
+log = logging.getLogger("zk_sensor")
+UNNUMBERED = 10**10
 
 
 def sequence_of(name: str) -> int:
-    return int(name.rsplit("_", 1)[-1])
+    """A name ZooKeeper did not number (any fleet credential can create one) sorts after
+    every candidate rather than crash the sort: it never stands ahead of one."""
+    sequence = name.rsplit("_", 1)[-1]
+    digits = sequence.removeprefix("-")  # past 2**31 creations ZooKeeper's counter wraps
+    return int(sequence) if digits.isascii() and digits.isdigit() \
+        and len(digits) <= 10 else UNNUMBERED
 
 
 def node_of(name: str) -> str | None:
@@ -63,6 +72,13 @@ class Election:
         self.on_change = on_change
         self.candidate: str | None = None
         self.untidy = False
+        # The ACL of our candidates (acl.py: this node and the operator write them);
+        # None: kazoo's default ACL.
+        self.acl: list[ACL] | None = None
+        # Znodes in the line that are no candidates: persistent, so no session holds them
+        # (any fleet credential can create one named to stand first, and nobody would
+        # ever lead); skipped once seen, and removed where ZooKeeper lets us.
+        self.impostors: set[str] = set()
 
     def predecessor_gone(self, _event: object) -> None:
         """A watch callback: runs on kazoo's connection thread (kazoo_handler.py)."""
@@ -98,7 +114,7 @@ class Election:
         if self.candidate is None:
             path = self.zk.create(
                 f"{self.layout.election}/{candidate_prefix(self.node_id)}",
-                self.node_id.encode(), ephemeral=True, sequence=True,
+                self.node_id.encode(), ephemeral=True, sequence=True, acl=self.acl,
             )
             self.candidate = path.rsplit("/", 1)[-1]
         self.untidy = False
@@ -111,7 +127,7 @@ class Election:
         self.untidy = True
         path = self.zk.create(
             f"{self.layout.election}/{candidate_prefix(self.node_id)}",
-            self.node_id.encode(), ephemeral=True, sequence=True,
+            self.node_id.encode(), ephemeral=True, sequence=True, acl=self.acl,
         )
         self.candidate = path.rsplit("/", 1)[-1]
         self.tidy(self.zk.children(self.layout.election))
@@ -132,20 +148,37 @@ class Election:
         """True if we are first in line; otherwise watch our predecessor and return False."""
         if self.candidate is None:
             self.register()
-        names = sorted(self.zk.children(self.layout.election), key=sequence_of)
+        names = self.line()
         if self.candidate not in names:
             self.candidate = None
             self.register()
-            names = sorted(self.zk.children(self.layout.election), key=sequence_of)
+            names = self.line()
         if self.untidy:
             names = self.tidy(names)
         position = names.index(self.candidate)
-        if position == 0:
-            return True
-        predecessor = f"{self.layout.election}/{names[position - 1]}"
-        if self.zk.exists(predecessor, watch=self.predecessor_gone) is None:
-            self.on_change()
-        return False
+        while position > 0:
+            predecessor = f"{self.layout.election}/{names[position - 1]}"
+            stat = self.zk.exists(predecessor, watch=self.predecessor_gone)
+            if stat is None:
+                self.on_change()
+            elif stat.ephemeralOwner == 0:
+                self.set_aside(names.pop(position - 1))
+                position -= 1
+                continue
+            return False
+        return True
+
+    def line(self) -> list[str]:
+        names = self.zk.children(self.layout.election)
+        return sorted((name for name in names if name not in self.impostors), key=sequence_of)
+
+    def set_aside(self, name: str) -> None:
+        """A persistent znode stood ahead of us: no candidate, whatever its name says."""
+        self.impostors.add(name)
+        log.warning("election: %s is persistent, no candidate: skipping it and removing it",
+                    name)
+        with contextlib.suppress(NoNodeError, NotEmptyError):
+            self.zk.delete(f"{self.layout.election}/{name}")
 
     def resign(self) -> None:
         if self.candidate is None:

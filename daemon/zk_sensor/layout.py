@@ -76,5 +76,15 @@ class Layout:
         which may create znodes in the namespace root, can never create it as its own."""
         return f"{self.namespace}/switchover"
 
+    @property
+    def revoked(self) -> str:
+        """The user names `zk-sensorctl node revoke` removed from the fleet (JSON list),
+        so a later `acl apply` with a stale members file does not admit them again."""
+        return f"{self.namespace}/revoked"
+
+    def operator_znodes(self) -> tuple[str, ...]:
+        """Written by the operator only; members may read them, anyone else not at all."""
+        return (self.config, self.member_acl, self.switchover, self.revoked)
+
     def persistent_dirs(self) -> tuple[str, ...]:
         return (self.config, self.readings, self.election, self.counter, self.outbox)
