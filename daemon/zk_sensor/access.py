@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .kazoo_handler import FleetCaHandler
 from .sources import SettingsError
 
 USER_PATTERN_FORBIDDEN = frozenset(":\r\n\t ")
@@ -84,10 +85,11 @@ class ZkAccess:
         who = f"user {self.credentials.user!r}" if self.credentials else "no credentials"
         return f"{who}, {'TLS' if self.tls else 'plain TCP'}"
 
-    def client_options(self) -> dict[str, Any]:
+    def client_options(self, handler: FleetCaHandler | None = None) -> dict[str, Any]:
         """KazooClient keyword arguments. Host names are checked against the servers'
-        certificates: a CA alone would let any server it signed pose as any other."""
-        options: dict[str, Any] = {}
+        certificates: a CA alone would let any server it signed pose as any other; and
+        the handler trusts that CA alone, not the system's (kazoo_handler.py)."""
+        options: dict[str, Any] = {"handler": handler or FleetCaHandler()}
         if self.credentials:
             credentials = self.credentials
             options["auth_data"] = [("digest", f"{credentials.user}:{credentials.password}")]

@@ -14,11 +14,16 @@ Two changes, both to how kazoo's connection thread hands work on, none to what i
   never calls ZooKeeper (which, from that thread, would wait for itself). Watches of
   kazoo's own recipes (the config's DataWatch reads in its callback) still go the queued
   way, as do callbacks the node did not name.
+
+Both handlers here also trust, over TLS, the fleet's CA alone: kazoo loads the system's
+CAs beside the one it is given, so any public CA could vouch for a ZooKeeper server.
 """
 
 import errno
 import os
 import select
+import socket
+import ssl
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +33,42 @@ READABLE = select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR
 WRITABLE = select.POLLOUT | select.POLLERR
 
 
-class PollingHandler(SequentialThreadingHandler):
+class FleetCaHandler(SequentialThreadingHandler):
+    """kazoo's threading handler whose TLS connections trust only the CA they are given."""
+
+    def create_connection(self, address: tuple[str, int], hostname: str | None = None,
+                          timeout: float | None = None, use_ssl: bool = False,
+                          ca: str | None = None, certfile: str | None = None,
+                          keyfile: str | None = None, keyfile_password: str | None = None,
+                          verify_certs: bool = True, check_hostname: bool = False,
+                          **options: Any) -> socket.socket:
+        if not use_ssl:
+            return super().create_connection(address, hostname=hostname, timeout=timeout,
+                                             **options)
+        if not ca or not verify_certs:
+            raise ssl.SSLError("TLS to ZooKeeper needs a CA file and verified certificates")
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
+        context.check_hostname = check_hostname
+        if certfile and keyfile:
+            context.load_cert_chain(certfile, keyfile, keyfile_password)
+        return tls_connection(context, address, hostname, timeout)
+
+
+def tls_connection(context: ssl.SSLContext, address: tuple[str, int], hostname: str | None,
+                   timeout: float | None) -> socket.socket:
+    """Connected and handshaken within `timeout`, with kazoo's socket options."""
+    raw = socket.create_connection(address, timeout)
+    try:
+        conn = context.wrap_socket(raw, server_hostname=hostname)
+    except BaseException:
+        raw.close()
+        raise
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    return conn
+
+
+class PollingHandler(FleetCaHandler):
     """kazoo's threading handler, waiting with poll_select and running named watch
     callbacks inline."""
 

@@ -7,7 +7,7 @@ import argparse
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .access import add_access_arguments
@@ -54,7 +54,7 @@ class Settings:
     session_timeout: float = 10.0
     zk_deadline: float = 2.0
     http_timeout: float = 3.0
-    api_token: str = ""
+    api_token: str = field(default="", repr=False)
     api_token_origins: str = ""
     collector_ca_file: str = ""
     zk_auth_file: str = ""
