@@ -129,6 +129,7 @@ def test_bad_input_gets_a_4xx_and_stores_nothing(
 def test_writes_need_the_token_when_one_is_set(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("s3cret\n")
+    token_file.chmod(0o600)
     collector = CollectorProcess(tmp_path / "db.sqlite3", tmp_path / "c.log", token_file).start()
     try:
         assert post_round(collector, a_round(1))[0] == 401

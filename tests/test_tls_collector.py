@@ -55,6 +55,7 @@ class TlsCollector:
         self.work.mkdir(parents=True, exist_ok=True)
         token_file = self.work / "token"
         token_file.write_text(TOKEN)
+        token_file.chmod(0o600)
         log_file = self.work / "collector.log"
         command = [str(BIN / "zk-collector"), "--listen", "127.0.0.1:0",
                    "--db", str(self.work / "rounds.sqlite3"), "--token-file", str(token_file),

@@ -10,21 +10,37 @@ from prometheus_client.registry import Collector
 
 from .backend import RoundStore
 
-# Every outcome is exported from the start, at 0, so a rate() over it has no gap.
+# Every outcome and reason is exported from the start, at 0, so a rate() over it has no gap.
 OUTCOMES = ("stored", "duplicate", "stale_epoch", "refused", "unauthorized")
+UNAUTHORIZED = ("missing_token", "bad_token")
+FORBIDDEN = ("cross_site", "anonymous_get", "fleet", "leader", "fence")
+
+
+def counter(name: str, documentation: str, label: str, values: Counter[str],
+            known: tuple[str, ...]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, documentation, labels=[label])
+    for value in dict.fromkeys((*known, *sorted(values))):
+        family.add_metric([value], values[value])
+    return family
 
 
 class DeliveryCollector(Collector):
-    def __init__(self, outcomes: Counter[str], store: RoundStore) -> None:
+    def __init__(self, outcomes: Counter[str], unauthorized: Counter[str],
+                 forbidden: Counter[str], store: RoundStore) -> None:
         self.outcomes = outcomes
+        self.unauthorized = unauthorized
+        self.forbidden = forbidden
         self.store = store
 
     def collect(self) -> Iterator[Metric]:
-        deliveries = CounterMetricFamily("zk_collector_deliveries_total",
-                                         "Write requests by outcome.", labels=["outcome"])
-        for outcome in OUTCOMES:
-            deliveries.add_metric([outcome], self.outcomes[outcome])
-        yield deliveries
+        yield counter("zk_collector_deliveries_total", "Write requests by outcome.",
+                      "outcome", self.outcomes, OUTCOMES)
+        yield counter("zk_collector_unauthorized_total",
+                      "Writes answered 401, by reason.", "reason", self.unauthorized,
+                      UNAUTHORIZED)
+        yield counter("zk_collector_forbidden_total",
+                      "Writes answered 403 (not taken from this sender), by reason.",
+                      "reason", self.forbidden, FORBIDDEN)
         summary = self.store.summary()
         yield GaugeMetricFamily("zk_collector_rounds", "Rounds stored.", value=summary["rounds"])
         yield CounterMetricFamily("zk_collector_rounds_expired_total",
@@ -38,12 +54,13 @@ class DeliveryCollector(Collector):
                                     "When it arrived.", value=last["received_at"])
 
 
-def collector_registry(outcomes: Counter[str], store: RoundStore) -> CollectorRegistry:
+def collector_registry(outcomes: Counter[str], unauthorized: Counter[str],
+                       forbidden: Counter[str], store: RoundStore) -> CollectorRegistry:
     """A registry of the collector's own, not the global one, so that each Collector (tests
     build many in one process) exports only itself. The process and platform metrics
     show the collector's memory, CPU, open files and Python version for free."""
     registry = CollectorRegistry()
-    registry.register(DeliveryCollector(outcomes, store))
+    registry.register(DeliveryCollector(outcomes, unauthorized, forbidden, store))
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     return registry

@@ -6,106 +6,50 @@ cheroot serves plain HTTP and, with `cert_file` and `key_file`, HTTPS only, thro
 server path; waitress, used before, has no TLS at all.
 """
 
-import argparse
+import contextlib
 import logging
 import os
+import select
 import signal
 import socket
 import ssl
 import sys
-from dataclasses import dataclass
-from pathlib import Path
-from types import FrameType
+import threading
 from typing import Any
 
-from cheroot.server import HTTPConnection
+from cheroot.server import HTTPConnection, HTTPRequest
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cheroot.wsgi import Server
 
 from ..sources import SettingsError, layered
 from .app import Collector
+from .auth import Gate
 from .backend import open_store
+from .guard import BUSY, Guard
 from .retention import Pruner, parse_retention
+from .settings import (
+    ENV_PREFIX,
+    CollectorSettings,
+    check_fence_files,
+    describe_database,
+    flag,
+    fleet_names,
+    is_loopback,
+    parse_args,
+    split_listen,
+    tls_context,
+    write_credentials,
+)
 
-ENV_PREFIX = "ZK_COLLECTOR_"
+__all__ = ["main", "split_listen"]
 log = logging.getLogger("zk_collector")
 # Seconds a connection may stay silent (a TLS handshake, a request, an idle keep-alive)
 # before its worker thread gives it up.
 CONNECTION_TIMEOUT = 10
+# Request line and headers; the body's limit is the app's (parse.MAX_BODY).
+MAX_HEADER_BYTES = 16 * 1024
 # Seconds SIGTERM waits for requests in flight.
 SHUTDOWN_TIMEOUT = 5
-
-
-@dataclass(frozen=True)
-class CollectorSettings:
-    listen: str = "127.0.0.1:8080"
-    db: str = "zk-collector.sqlite3"
-    database: str = ""
-    token: str = ""
-    token_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    threads: int = 4
-    log_level: str = "info"
-    retention: str = "365d"
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        raise SettingsError(f"listen {listen!r} must be HOST:PORT") from None
-    if not host or not 0 <= number <= 65535:
-        raise SettingsError(f"listen {listen!r} must be HOST:PORT")
-    return host.strip("[]"), number
-
-
-def read_token(settings: CollectorSettings) -> str | None:
-    """A token file keeps the secret out of `ps` and out of the unit file."""
-    if settings.token_file:
-        try:
-            token = Path(settings.token_file).read_text().strip()
-        except OSError as error:
-            raise SettingsError(f"cannot read token_file: {error}") from None
-        if not token:
-            raise SettingsError(f"token_file {settings.token_file} is empty")
-        return token
-    return settings.token or None
-
-
-def describe_database(settings: CollectorSettings) -> str:
-    """For the start line; a PostgreSQL URI checked first, so that a malformed one stops
-    the collector with one line (its driver is imported only then)."""
-    if not settings.database:
-        return settings.db
-    from .postgres import check_url
-    try:
-        return check_url(settings.database)
-    except ValueError as error:
-        raise SettingsError(str(error)) from None
-
-
-def tls_context(settings: CollectorSettings) -> ssl.SSLContext | None:
-    """Loaded before binding, so a missing, unreadable or mismatched file stops the
-    collector with one line at start instead of failing every handshake later."""
-    if bool(settings.cert_file) != bool(settings.key_file):
-        raise SettingsError("cert_file and key_file go together: set both or neither")
-    if not settings.cert_file:
-        return None
-    for name in ("cert_file", "key_file"):
-        path = getattr(settings, name)
-        try:
-            Path(path).read_bytes()
-        except OSError as error:
-            raise SettingsError(f"cannot read {name} {path}: {error.strerror}") from None
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(settings.cert_file, settings.key_file)
-    except (OSError, ValueError) as error:
-        raise SettingsError(f"cert_file {settings.cert_file} and key_file {settings.key_file} "
-                            f"are not a PEM certificate and its key: {error}") from None
-    return context
 
 
 class LazyHandshake(BuiltinSSLAdapter):
@@ -127,12 +71,56 @@ class LazyHandshake(BuiltinSSLAdapter):
         return wrapped, {"wsgi.url_scheme": "https", "HTTPS": "on"}
 
 
-class Connection(HTTPConnection):
-    """Finishes a TLS handshake, in its worker thread, before the first request."""
+class Request(HTTPRequest):
+    def send_headers(self) -> None:
+        """An answer given before the body was read (a refusal, a bad length) closes the
+        connection: cheroot would otherwise first drain a body that may never come."""
+        if getattr(self.rfile, "remaining", 0) != 0:
+            self.close_connection = True
+        super().send_headers()
 
+
+class Connection(HTTPConnection):
+    """Finishes a TLS handshake, in its worker thread, before the first request; each
+    request within the server's Guard.
+
+    cheroot hands a new connection to a worker at once, so a client that connects and
+    says nothing would hold a worker until CONNECTION_TIMEOUT: such a connection is
+    parked in cheroot's selector instead (as an idle keep-alive is) and comes back to a
+    worker once it sends something, or is closed when it has been silent too long.
+    """
+
+    RequestHandlerClass = Request
     handshaken = False
+    parked = False
 
     def communicate(self) -> bool:
+        if not self.parked and not self.has_bytes():
+            self.parked = True
+            return True
+        self.parked = True
+        guard: Guard = self.server.guard
+        if not guard.enter(self):
+            self.answer_busy()
+            return False
+        try:
+            return self.guarded_communicate()
+        finally:
+            guard.leave(self)
+
+    def answer_busy(self) -> None:
+        """A 503 the client retries after a second, rather than a bare close that an
+        HTTP client takes for a stale keep-alive and resends at once. Plain HTTP only:
+        before its handshake a TLS client can only be closed on."""
+        if not isinstance(self.socket, ssl.SSLSocket):
+            with contextlib.suppress(OSError):
+                self.socket.send(BUSY)
+
+    def has_bytes(self) -> bool:
+        readable, _, _ = select.select([self.socket], [], [], 0)
+        return bool(readable)
+
+    def guarded_communicate(self) -> bool:
         if isinstance(self.socket, ssl.SSLSocket) and not self.handshaken:
             try:
                 self.socket.do_handshake()
@@ -148,6 +136,7 @@ class Connection(HTTPConnection):
 
 class CollectorServer(Server):
     ConnectionClass = Connection
+    guard: Guard
 
     def error_log(self, msg: str = "", level: int = logging.INFO,
                   traceback: bool = False) -> None:
@@ -174,33 +163,43 @@ def build_server(app: Collector, host: str, port: int, threads: int,
                              # cheroot's default backlog of 5 refuses a burst of clients
                              request_queue_size=socket.SOMAXCONN,
                              timeout=CONNECTION_TIMEOUT, shutdown_timeout=SHUTDOWN_TIMEOUT)
+    server.max_request_header_size = MAX_HEADER_BYTES
+    server.guard = Guard(per_source=max(2, threads // 2))
     if tls is not None:
         server.ssl_adapter = LazyHandshake(tls)
     return server
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="zk-collector", description="Receives, keeps and shows the fleet's aggregates.")
-    parser.add_argument("--config", help="TOML file of settings (also ZK_COLLECTOR_CONFIG)")
-    parser.add_argument("--listen", help="HOST:PORT (default 127.0.0.1:8080)")
-    parser.add_argument("--db", help="SQLite file (default ./zk-collector.sqlite3)")
-    parser.add_argument("--database",
-                        help="PostgreSQL URI (postgresql://user@host/dbname?passfile=FILE), "
-                             "shared with other collectors; replaces --db")
-    parser.add_argument("--token-file", dest="token_file",
-                        help="file holding the bearer token that writes must carry")
-    parser.add_argument("--cert-file", dest="cert_file",
-                        help="TLS certificate (PEM, chain after it): serve HTTPS only")
-    parser.add_argument("--key-file", dest="key_file",
-                        help="the key of cert_file (PEM, mode 0600)")
-    parser.add_argument("--threads", type=int, help="request threads (default 4)")
-    parser.add_argument("--log-level", dest="log_level",
-                        choices=("debug", "info", "warning", "error"))
-    parser.add_argument("--retention",
-                        help="how long rounds are kept: 365d, 12h, 30m, seconds, or forever "
-                             "(default 365d)")
-    return parser.parse_args(argv)
+def build_app(settings: CollectorSettings, host: str) -> tuple[Collector, str]:
+    """The WSGI app with its write rules, and how the start line describes them."""
+    credentials = write_credentials(settings, host)
+    seed_get = flag(settings, "seed_get_writes")
+    fleets = fleet_names(settings)
+    check_fence_files(settings)
+    gate = Gate(credentials, loopback_open=not credentials and is_loopback(host),
+                seed_get_writes=seed_get)
+    fence = None
+    if settings.fence_zookeeper:
+        from .fence import ZkFence
+        fence = ZkFence.connect(settings)
+    writes = (f"need a bearer token ({', '.join(sorted(credentials))})" if credentials
+              else "open" if is_loopback(host) else "open to anyone (insecure_open_writes)")
+    if seed_get:
+        writes += "; anonymous keyless GET /nuevo accepted"
+    if fence is not None:
+        writes += f"; fenced against ZooKeeper {settings.fence_zookeeper}"
+    return Collector(open_store(settings.database, settings.db), gate=gate, fleets=fleets,
+                     fence=fence), writes
+
+
+def serve_until(server: CollectorServer, stopping: threading.Event) -> None:
+    """cheroot serves on a thread of its own and SIGTERM only sets `stopping`: raised
+    as an exception at whatever cheroot was doing, it could leave a worker without its
+    shutdown request, and the stop waiting for it for ever."""
+    serving = threading.Thread(target=server.serve, name="serve", daemon=True)
+    serving.start()
+    while serving.is_alive() and not stopping.wait(0.5):
+        pass
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -209,37 +208,39 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = layered(CollectorSettings, ENV_PREFIX, cli, os.environ, args.config)
         host, port = split_listen(settings.listen)
-        token = read_token(settings)
         tls = tls_context(settings)
         retention = parse_retention(settings.retention)
         database = describe_database(settings)
+        if settings.threads < 1:
+            raise SettingsError(f"threads {settings.threads} must be at least 1")
+        app, writes = build_app(settings, host)
     except SettingsError as error:
         print(f"zk-collector: {error}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)-7s zk-collector: %(message)s")
-    store = open_store(settings.database, settings.db)
-    pruner = Pruner(store, retention).start() if retention is not None else None
-    server = build_server(Collector(store, token), host, port, settings.threads, tls)
+    pruner = Pruner(app.store, retention).start() if retention is not None else None
+    server = build_server(app, host, port, settings.threads, tls)
 
-    def stop(signum: int, _frame: FrameType | None) -> None:
-        raise SystemExit(0)
-
-    signal.signal(signal.SIGTERM, stop)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: stopping.set())
     try:
         server.prepare()
+        server.guard.watcher.start()
         bound_host, bound_port = server.bind_addr
         log.info("serving on %s://%s:%s/ (database %s, writes %s)",
                  "https" if tls else "http", f"[{bound_host}]" if ":" in bound_host
-                 else bound_host, bound_port, database,
-                 "need a bearer token" if token else "open")
-        server.serve()
-    except (KeyboardInterrupt, SystemExit):
+                 else bound_host, bound_port, database, writes)
+        serve_until(server, stopping)
+    except KeyboardInterrupt:
         pass
     finally:
         server.stop()
+        server.guard.stopping.set()
         if pruner is not None:
             pruner.stop()
-        store.close()
+        if app.fence is not None:
+            app.fence.close()
+        app.store.close()
         log.info("stopped")
     return 0

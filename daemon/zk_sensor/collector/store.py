@@ -56,16 +56,32 @@ FLEET_BEFORE = (" AND (received_at, id) < "
 FLEET_ORDER = " ORDER BY received_at DESC, id DESC LIMIT :limit"
 
 
+# The summary lists this many fleets at most (those that delivered last), and this many
+# incarnations of each (the newest): whoever can write cannot grow it without bound.
+SUMMARY_FLEETS = 100
+SUMMARY_INCARNATIONS = 10
+
+
 def summarize(last: Sequence[Any] | None, fences: Sequence[Sequence[Any]],
               fleets: Sequence[Sequence[Any]]) -> dict[str, Any]:
-    """The summary's shape from its three reads (NEWEST, FENCES, FLEETS), in either store."""
+    """The summary's shape from its three reads (NEWEST, FENCES, FLEETS), in either store;
+    `truncated` counts the fleets left out."""
+    recent = sorted(fleets, key=lambda row: row[3], reverse=True)[:SUMMARY_FLEETS]
+    shown = sorted(recent, key=lambda row: row[0] or "")
+    names = {row[0] for row in shown}
+    epochs: dict[Any, list[Sequence[Any]]] = {}
+    for fence in fences:
+        if fence[0] in names:
+            epochs.setdefault(fence[0], []).append(fence)
     return {
         "rounds": sum(rounds for _, rounds, _, _ in fleets),
         "last": dict(zip(COLUMNS, last, strict=True)) if last else None,
         "fleets": [{"fleet": fleet or None, "rounds": rounds, "first_at": first,
-                    "last_at": newest} for fleet, rounds, first, newest in fleets],
+                    "last_at": newest} for fleet, rounds, first, newest in shown],
         "epochs": [{"fleet": fleet or None, "incarnation": incarnation or None,
-                    "epoch": epoch} for fleet, incarnation, epoch in fences],
+                    "epoch": epoch} for fleet, _ in sorted(epochs.items())
+                   for _, incarnation, epoch in epochs[fleet][-SUMMARY_INCARNATIONS:]],
+        "truncated": len(fleets) - len(shown),
     }
 
 
