@@ -29,7 +29,8 @@ from zk_sensor.device import Device
 from zk_sensor.layout import Layout
 from zk_sensor.reader import CLOSE_WAIT, Answer, Reader, read_deadline
 from zk_sensor.readings import decode_reading, encode_reading
-from zk_sensor.sensors import SensorError
+from zk_sensor.sensors import SensorError, open_sensor
+from zk_sensor.settings import build_settings
 
 from fleet import Daemon, Fleet, Receiver, status, wait_for
 
@@ -273,6 +274,31 @@ def test_the_deadline_is_a_share_of_the_live_period() -> None:
     assert read_deadline(5.0) == 2.5 and read_deadline(0.5) == 0.25
 
 
+def test_the_deadline_is_never_shorter_than_the_driver_s_read(tmp_path: Path) -> None:
+    """A DS18B20 converts for 750 ms at 12 bits: half of a 1 s period would fail every
+    read, even after `config set sampling_period 1` on a running fleet. Bounds around the
+    driver keep its declaration."""
+    device = tmp_path / "28-000000000002"
+    device.mkdir()
+    (device / "w1_slave").write_text(W1_SLAVE.format(23125))
+    twelve_bits = ds18b20_reader(device, sensor_max=60.0)
+    (device / "conv_time").write_text("94\n")
+    nine_bits = ds18b20_reader(device)
+    try:
+        assert twelve_bits.deadline(1.0) == pytest.approx(0.8)
+        assert twelve_bits.deadline(5.0) == 2.5
+        assert nine_bits.deadline(0.2) == pytest.approx(0.144)
+    finally:
+        twelve_bits.close()
+        nine_bits.close()
+
+
+def ds18b20_reader(device: Path, **values: object) -> Reader:
+    configured = build_settings({"node_id": "n", "sensor": "ds18b20",
+                                 "w1_device": str(device), **values}, {}, None)
+    return Reader(open_sensor(configured), lambda answer: None)
+
+
 @settings(max_examples=400, deadline=None)
 @given(failures=st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
        clock=st.none() | st.integers() | st.text(max_size=10))
@@ -334,6 +360,7 @@ def test_a_hung_sensor_never_stalls_its_leader(fleet: Fleet, receiver: Receiver,
     device.mkdir()
     w1_slave = device / "w1_slave"
     w1_slave.write_text(W1_SLAVE.format(23125))
+    (device / "conv_time").write_text("94\n")  # 9 bits: fast enough for the fleet's 0.5 s
     notify_path = tmp_path / "notify.sock"
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     notify.bind(str(notify_path))

@@ -33,7 +33,7 @@ from .kazoo_handler import PollingHandler
 from .layout import Layout
 from .leader import Leader
 from .lease import timing_problem
-from .reader import Answer, Reader, read_deadline
+from .reader import Answer, Reader
 from .sensors import Sensor
 from .settings import Settings
 from .systemd import Systemd
@@ -438,7 +438,7 @@ class Node:
 
     @property
     def read_timeout(self) -> float:
-        return read_deadline(self.config.sampling_period)
+        return self.device.reader.deadline(self.config.sampling_period)
 
     def measure(self, round_number: int) -> None:
         """Settle the awaited reading and ask for the open round's (device.py); the read

@@ -18,22 +18,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .sensors import Sensor, SensorError, take_reading
+from .sensors.base import READ_SHARE, min_read_time, read_deadline
+
+__all__ = ["READ_SHARE", "Answer", "Reader", "read_deadline"]
 
 log = logging.getLogger("zk_sensor")
 
-# A read gets this share of the sampling period; the rest leaves room for a release that
-# reached the device late and for the publish, so a reading that meets its deadline
-# still lands before the leader closes the round.
-READ_SHARE = 0.5
 # At shutdown, how long an ordinary read may take to finish before the node exits
 # without closing the sensor under it.
 CLOSE_WAIT = 1.0
-
-
-def read_deadline(period: float) -> float:
-    """Seconds a read may take: follows the live period, so `config set sampling_period`
-    moves it too, and it is always inside the round it belongs to."""
-    return READ_SHARE * period
 
 
 @dataclass(frozen=True)
@@ -62,6 +55,7 @@ class Reader:
         self.jobs: queue.SimpleQueue[tuple[int, int] | None] = queue.SimpleQueue()
         self.tickets = itertools.count(1)
         self.busy_since: float | None = None
+        self.min_read_time = min_read_time(sensor)
         self.thread = threading.Thread(target=self._work, name="sensor-reader", daemon=True)
         self.thread.start()
 
@@ -71,6 +65,10 @@ class Reader:
 
     def busy_for(self, now: float) -> float:
         return now - self.busy_since if self.busy_since is not None else 0.0
+
+    def deadline(self, period: float) -> float:
+        """This sensor's reading deadline at that sampling period (sensors/base.py)."""
+        return read_deadline(period, self.min_read_time)
 
     def read(self, round_number: int, now: float) -> int:
         """Start a read (only while not busy); its answer comes back through `post`

@@ -12,6 +12,8 @@ from .access import check_readable, zk_access
 from .daemon import Node
 from .logs import setup_logging
 from .sensors import SensorError, open_sensor, read_once
+from .sensors.base import min_read_time, period_too_short
+from .sensors.catalog import sensor_warnings
 from .settings import Settings, SettingsError, add_arguments, build_settings
 from .systemd import Systemd
 
@@ -49,7 +51,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "library or device missing)")
     checks.add_argument("--check-config", action="store_true",
                         help="check the settings and exit, touching neither ZooKeeper nor the "
-                             "sensor: 0 and `ok`, or 2 with the reason")
+                             "sensor: 0 and `ok` (after warnings the node would start with, "
+                             "such as a w1_device not there yet), or 2 with the reason")
     return parser.parse_args(argv)
 
 
@@ -69,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"zk-sensor: {error}", file=sys.stderr)
         return 2
     if args.check_config:
+        for warning in sensor_warnings(settings):
+            print(f"zk-sensor: warning: {warning}", file=sys.stderr)
         print("ok")
         return 0
     if args.read_once:
@@ -84,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     except SensorError as error:
         log.error("%s", error)
         return error.exit_status
+    too_short = period_too_short(sensor.name, settings.sampling_period, min_read_time(sensor))
+    if too_short:
+        log.error("%s", too_short)
+        sensor.close()
+        return 2
     node = Node(settings, sensor, systemd, access)
     signal.signal(signal.SIGTERM, node.request_stop)
     signal.signal(signal.SIGINT, node.request_stop)

@@ -3,6 +3,11 @@
 import math
 from typing import ClassVar, Protocol
 
+# A read gets this share of the sampling period; the rest leaves room for a release that
+# reached the device late and for the publish, so a reading that meets its deadline
+# still lands before the leader closes the round.
+READ_SHARE = 0.5
+
 
 class SensorError(RuntimeError):
     """A reading that failed; the round goes on without it."""
@@ -18,6 +23,9 @@ class SensorUnavailable(SensorError):
 
 
 class Sensor(Protocol):
+    """A driver may also declare `min_read_time` (seconds): the shortest time a read
+    can take (a DS18B20's conversion), which the reading deadline never goes below."""
+
     name: str
 
     def read(self) -> float: ...
@@ -35,6 +43,7 @@ class Bounded:
         self.name = sensor.name
         self.low = -math.inf if low is None else low
         self.high = math.inf if high is None else high
+        self.min_read_time = min_read_time(sensor)
 
     def read(self) -> float:
         value = float(self.sensor.read())
@@ -56,3 +65,24 @@ def take_reading(sensor: Sensor) -> float:
     if not math.isfinite(value):
         raise SensorError(f"{sensor.name} sensor returned {value!r}, not a finite number")
     return value
+
+
+def min_read_time(sensor: object) -> float:
+    """What the driver declares, 0 for a driver (a plug-in) that declares nothing."""
+    return float(getattr(sensor, "min_read_time", 0.0))
+
+
+def read_deadline(period: float, least: float = 0.0) -> float:
+    """Seconds a read may take: READ_SHARE of the live period (so `config set
+    sampling_period` moves it too), never less than the driver's minimum read time."""
+    return max(READ_SHARE * period, least)
+
+
+def period_too_short(sensor: str, period: float, least: float) -> str | None:
+    """Why a sampling period cannot work for a driver whose reads take `least` seconds:
+    every read would miss its deadline and the node would never publish."""
+    if READ_SHARE * period >= least:
+        return None
+    return (f"sampling_period {period:g} s is too short for sensor {sensor}: a read may take "
+            f"{READ_SHARE:.0%} of the period and needs {least:g} s; use at least "
+            f"{least / READ_SHARE:g} s")

@@ -6,10 +6,14 @@ Importing this module imports no driver library: settings validation and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from ..sources import SettingsError
+from .base import period_too_short
+from .board import pin_factory_problem
+from .w1 import missing_device, settings_min_read_time
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -45,6 +49,11 @@ REQUIRED = {
     "cpu_temperature": ("sensor_file",),
 }
 
+# Drivers on real pins, through the pin factory the settings name.
+PIN_DRIVERS = (*MCP3XXX_CHANNELS, "distance", "light")
+# The shortest read of a built-in driver (its own `min_read_time`), known before it opens.
+MIN_READ_TIME: dict[str, Callable[[Settings], float]] = {"ds18b20": settings_min_read_time}
+
 
 def plugin_names() -> list[str]:
     """Names registered by installed packages; a built-in name wins over a plug-in's."""
@@ -62,6 +71,11 @@ def check_sensor_settings(settings: Settings) -> None:
         _check_mcp3xxx(settings)
     if settings.sensor == "distance" and settings.sensor_trigger_pin == settings.sensor_echo_pin:
         raise SettingsError("sensor_trigger_pin and sensor_echo_pin must be different pins")
+    least = MIN_READ_TIME.get(settings.sensor)
+    if least is not None:
+        _refuse(period_too_short(settings.sensor, settings.sampling_period, least(settings)))
+    if settings.sensor in PIN_DRIVERS:
+        _refuse(pin_factory_problem(settings.pin_factory, settings.sensor))
     low, high = settings.sensor_min, settings.sensor_max
     if low is not None and high is not None and not low < high:
         raise SettingsError(f"sensor_min {low:g} must be below sensor_max {high:g}")
@@ -88,3 +102,14 @@ def _check_mcp3xxx(settings: Settings) -> None:
     if settings.sensor_vref is not None and settings.sensor_vref <= 0:
         raise SettingsError(f"sensor_vref {settings.sensor_vref:g} must be positive: the "
                             f"voltage on the {chip}'s VREF pin")
+
+
+def sensor_warnings(settings: Settings) -> list[str]:
+    """What --check-config reports without refusing: the node would start all the same."""
+    problem = missing_device(settings) if settings.sensor == "ds18b20" else None
+    return [problem] if problem else []
+
+
+def _refuse(problem: str | None) -> None:
+    if problem:
+        raise SettingsError(problem)

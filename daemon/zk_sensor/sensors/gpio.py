@@ -4,17 +4,20 @@ a capacitor.
 gpiozero samples both continuously in a background thread of the device and reports
 the median of its recent samples; close() stops that thread. The first read waits for
 the first full set of samples (about a second). An HC-SR04 that never echoes keeps that
-first read waiting: the daemon's reading deadline skips it. One that stops echoing later
-keeps its last median (gpiozero warns `no echo received`).
+first read waiting: the daemon's reading deadline skips it. gpiozero keeps the median of
+the last echoes it got when a sensor stops echoing later, so the driver notes when the
+last echo came and fails a read when none came for ECHO_STALE seconds.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, Any
 
 from gpiozero import DistanceSensor, LightSensor
 from gpiozero.pins import Factory
 
+from .base import SensorError
 from .pins import hardware_pin_factory, warnings_logged
 
 if TYPE_CHECKING:
@@ -22,6 +25,27 @@ if TYPE_CHECKING:
 
 # gpiozero caps distances at max_distance (default 1 m); an HC-SR04 ranges to 4 m.
 HC_SR04_RANGE = 4.0
+# gpiozero samples every 60 ms plus the echo (up to 24 ms at 4 m) or its 100 ms wait
+# for one: this is several samples without an echo, however fast the node reads.
+ECHO_STALE = 0.5
+
+
+class EchoTimedSensor(DistanceSensor):
+    """gpiozero's DistanceSensor, noting when its sampling thread last measured an echo."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._last_echo = time.monotonic()
+        super().__init__(*args, **kwargs)
+
+    def _read(self) -> float | None:
+        value = super()._read()
+        if value is not None:
+            self._last_echo = time.monotonic()
+        return value
+
+    @property
+    def last_echo(self) -> float:
+        return self._last_echo
 
 
 class Rangefinder:
@@ -32,14 +56,21 @@ class Rangefinder:
     def __init__(self, settings: Settings, factory: Factory) -> None:
         self.factory = factory
         with warnings_logged(self.name):
-            self.device = DistanceSensor(
+            self.device = EchoTimedSensor(
                 echo=settings.sensor_echo_pin, trigger=settings.sensor_trigger_pin,
                 max_distance=HC_SR04_RANGE, pin_factory=factory)
         self.scale = settings.sensor_scale
         self.offset = settings.sensor_offset
 
     def read(self) -> float:
-        return self.device.distance * self.scale + self.offset
+        """The median of the last echoes, unless they are stale: the first read waits (in
+        gpiozero) for a full set, a later one never waits."""
+        distance = self.device.distance
+        silent = time.monotonic() - self.device.last_echo
+        if silent > ECHO_STALE:
+            raise SensorError(f"no echo for {silent:.1f} s: is the HC-SR04 powered and its "
+                              "echo wired?")
+        return distance * self.scale + self.offset
 
     def close(self) -> None:
         self.device.close()

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 from .base import Bounded, Sensor, SensorError, SensorUnavailable, take_reading
 from .catalog import BUILTIN, PLUGIN_GROUP
+from .workdir import writable_directory
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -57,12 +58,18 @@ def driver_factory(name: str) -> Callable[[Settings], Sensor]:
 
 
 def read_once(settings: Settings, deadline: float = READ_ONCE_DEADLINE) -> float:
-    """The daemon's own way from settings to a reading, without ZooKeeper.
+    """The daemon's own way from settings to a reading, without ZooKeeper, from whatever
+    directory the operator is in (workdir.py).
 
     The read runs in a daemon thread, so a driver stuck in it (an HC-SR04 that never
     echoes, a hung 1-Wire bus) cannot keep the operator's command from answering; such a
     sensor is left open for the process's exit to release.
     """
+    with writable_directory():
+        return _read_once(settings, deadline)
+
+
+def _read_once(settings: Settings, deadline: float) -> float:
     sensor = open_sensor(settings)
     outcome: queue.SimpleQueue[float | SensorError] = queue.SimpleQueue()
 

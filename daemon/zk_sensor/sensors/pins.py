@@ -19,6 +19,7 @@ from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockPin
 
 from .base import SensorUnavailable
+from .workdir import current_directory, directory_writable
 
 log = logging.getLogger("zk_sensor")
 
@@ -52,8 +53,15 @@ def hardware_pin_factory(name: str, sensor: str) -> Factory:
         return use_pin_factory(factory_class())
     except Exception as error:
         raise SensorUnavailable(f"sensor {sensor}: the {name} pin factory cannot start "
-                                f"({error}): is this a Raspberry Pi, and is zk-sensor in its "
-                                "gpio group?") from error
+                                f"({error}): {likely_cause(name)}") from error
+
+
+def likely_cause(factory: str) -> str:
+    """lgpio's own error does not say that it could not make its pipes."""
+    if factory == "lgpio" and not directory_writable():
+        return (f"lgpio makes its notification pipes in the working directory, and "
+                f"{current_directory()} is not writable by this user")
+    return "is this a Raspberry Pi, and is zk-sensor in its gpio group?"
 
 
 @contextlib.contextmanager

@@ -10,10 +10,15 @@ reads and closes the file in the caller's thread. A read the kernel never finish
 (a broken bus) therefore holds only that thread, which the daemon's reading deadline
 abandons; the file is closed as soon as the kernel returns, and a later read opens its
 own, so a stuck read cannot pile up descriptors or threads inside the driver.
+
+DS18B20s drop off the bus (a loose wire, a brown-out) and the kernel removes their
+directory until they answer again, so a missing device is a failed reading, not a
+missing driver: the node starts without it and reads every round until it is back.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,9 +27,16 @@ from .base import SensorError, SensorUnavailable
 if TYPE_CHECKING:
     from ..settings import Settings
 
+log = logging.getLogger("zk_sensor")
+
 # The scratchpad's value after power-on: what a sensor that has not converted (a
 # brown-out on a parasite-powered bus) reports, never a measurement to trust.
 POWER_ON_MILLIDEGREES = 85000
+# A 12-bit conversion (the power-on resolution), for a device that does not say its own.
+CONVERSION_TIME = 0.75
+# The bus traffic around a conversion: reset, ROM match, reading the scratchpad.
+BUS_MARGIN = 0.05
+OVERLAY_HINT = "is dtoverlay=w1-gpio in /boot/firmware/config.txt and the sensor wired?"
 
 
 class Ds18b20:
@@ -32,13 +44,32 @@ class Ds18b20:
 
     name = "ds18b20"
 
-    def __init__(self, w1_slave: Path, scale: float, offset: float) -> None:
-        self.w1_slave = w1_slave
+    def __init__(self, device: Path, scale: float, offset: float) -> None:
+        self.device = device
+        self.min_read_time = min_read_time(device)
+        self.w1_slave = device / "w1_slave"
         self.scale = scale
         self.offset = offset
+        self.missing = False
 
     def read(self) -> float:
-        return parse_w1_slave(self.w1_slave.read_text()) * self.scale + self.offset
+        try:
+            text = self.w1_slave.read_text()
+        except FileNotFoundError:
+            self.went_missing()
+            raise SensorError(f"w1_device {self.device} does not exist: {OVERLAY_HINT}") from None
+        if self.missing:
+            self.missing = False
+            log.info("w1_device %s is back", self.device)
+        return parse_w1_slave(text) * self.scale + self.offset
+
+    def went_missing(self) -> None:
+        """One log line when the device goes (or is not there at start), not one a round:
+        each failed read is counted and logged as a warning by the daemon anyway (and
+        --read-once, which sets up no logging, shows only its own error)."""
+        if not self.missing:
+            self.missing = True
+            log.info("waiting for w1_device %s to appear (%s)", self.device, OVERLAY_HINT)
 
     def close(self) -> None:
         """Nothing to release: no file stays open between reads."""
@@ -48,6 +79,9 @@ def parse_w1_slave(text: str) -> float:
     lines = text.splitlines()
     if len(lines) < 2 or not lines[0].rstrip().endswith("YES"):
         raise SensorError("CRC check failed (w1_slave does not say YES)")
+    if scratchpad_all_zero(lines[0]):
+        raise SensorError("the scratchpad is all zeros (crc=00 passes on nothing read): "
+                          "the sensor did not answer")
     try:
         millidegrees = int(lines[1].rpartition("t=")[2])
     except ValueError:
@@ -57,13 +91,43 @@ def parse_w1_slave(text: str) -> float:
     return millidegrees / 1000
 
 
+def scratchpad_all_zero(crc_line: str) -> bool:
+    """A bus held low reads as nine zero bytes, whose CRC is zero too, so the kernel says
+    YES and t=0: a real 0 °C has non-zero configuration bytes."""
+    scratchpad = crc_line.partition(":")[0].split()
+    return bool(scratchpad) and all(byte == "00" for byte in scratchpad)
+
+
+def min_read_time(device: Path) -> float:
+    """The kernel's conversion time for this sensor at its resolution (w1_therm's
+    `conv_time`, in ms: 750 at 12 bits, 94 at 9), plus the bus traffic; 750 ms when the
+    device is not there or does not say."""
+    try:
+        milliseconds = int((device / "conv_time").read_text())
+    except (OSError, ValueError):
+        milliseconds = 0
+    conversion = milliseconds / 1000 if milliseconds > 0 else CONVERSION_TIME
+    return conversion + BUS_MARGIN
+
+
+def settings_min_read_time(settings: Settings) -> float:
+    return min_read_time(Path(settings.w1_device))
+
+
 def open_ds18b20(settings: Settings) -> Ds18b20:
     device = Path(settings.w1_device)
+    sensor = Ds18b20(device, settings.sensor_scale, settings.sensor_offset)
     if not device.is_dir():
-        raise SensorUnavailable(f"w1_device {device} does not exist: is dtoverlay=w1-gpio in "
-                                "/boot/firmware/config.txt?")
-    w1_slave = device / "w1_slave"
-    if not w1_slave.is_file():
+        sensor.went_missing()
+    elif not sensor.w1_slave.is_file():
         raise SensorUnavailable(f"w1_device {device} has no w1_slave file: is it a "
                                 "DS18B20 (28-...)?")
-    return Ds18b20(w1_slave, settings.sensor_scale, settings.sensor_offset)
+    return sensor
+
+
+def missing_device(settings: Settings) -> str | None:
+    """--check-config's warning: the node will start, but wait for this device."""
+    device = Path(settings.w1_device)
+    if device.is_dir():
+        return None
+    return f"w1_device {device} does not exist yet: the node will start and wait for it"
