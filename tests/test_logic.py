@@ -7,6 +7,7 @@ import pytest
 
 from zk_sensor.aggregate import aggregate
 from zk_sensor.barrier import BarrierState, decode_barrier, encode_barrier, next_round
+from zk_sensor.collectors import Collectors, try_elsewhere
 from zk_sensor.counter import parse_count
 from zk_sensor.delivery import build_request
 from zk_sensor.election import candidate_prefix, is_candidate_of, sequence_of
@@ -42,7 +43,9 @@ def test_good_period_is_stored_as_plain_text() -> None:
 
 
 @pytest.mark.parametrize("url", ["ftp://h/x", "localhost:8080/nuevo", "http://", "http://h:0/",
-                                 "http://h:99999/", "http://h/a b"])
+                                 "http://h:99999/", "http://h/a b", "http://a/x, ftp://b/x",
+                                 "http://a/x,", ",http://a/x", "http://a/x,,http://b/x",
+                                 "http://a/x, http://a/x", ",".join(["http://a/x"] * 17)])
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(InvalidValue):
         parse_api_url(url)
@@ -212,3 +215,67 @@ def test_the_simulated_sensor_grows_no_memory_as_it_reads() -> None:
     finally:
         sensor.close()
     assert grown < 64 * 1024, f"{grown} bytes more after 2,000 readings"
+
+
+def test_an_api_url_list_is_stored_without_the_space_around_its_entries() -> None:
+    value = parse_api_url(" http://a:8080/api/rounds ,https://b/api/rounds ")
+    assert value == "http://a:8080/api/rounds,https://b/api/rounds"
+    assert parse_api_url("http://a/nuevo") == "http://a/nuevo"
+
+
+def test_a_refused_list_names_its_bad_entry_on_one_line() -> None:
+    with pytest.raises(InvalidValue) as refused:
+        parse_api_url("http://a/x, ftp://b/x")
+    assert str(refused.value) == "api_url 'ftp://b/x' must start with http:// or https://"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+URLS = ("http://a/r", "http://b/r", "http://c/r")
+
+
+def test_rounds_stick_to_the_collector_that_answered_last() -> None:
+    collectors = Collectors(clock=Clock())
+    assert collectors.order(URLS) == list(URLS)
+    assert collectors.answered("http://b/r") is None, "the first answer is no switch"
+    assert collectors.order(URLS) == ["http://b/r", "http://c/r", "http://a/r"]
+    assert collectors.answered("http://b/r") is None
+
+
+def test_a_failed_collector_rests_behind_the_others_and_one_line_names_the_switch() -> None:
+    clock = Clock()
+    collectors = Collectors(clock=clock)
+    collectors.answered("http://a/r")
+    collectors.failed("http://a/r", "ConnectionRefusedError: Connection refused")
+    assert collectors.order(URLS) == ["http://b/r", "http://c/r", "http://a/r"]
+    assert collectors.answered("http://b/r") == (
+        "delivering to http://b/r (http://a/r failed: ConnectionRefusedError: "
+        "Connection refused)")
+    clock.now += 1
+    collectors.failed("http://b/r", "HTTP 503")
+    assert collectors.order(URLS) == ["http://c/r", "http://a/r", "http://b/r"]
+    clock.now += 30
+    assert collectors.order(URLS) == ["http://b/r", "http://c/r", "http://a/r"]
+
+
+def test_a_collector_dropped_from_the_list_is_left_with_one_line() -> None:
+    collectors = Collectors(clock=Clock())
+    collectors.answered("http://a/r")
+    assert collectors.order(URLS[1:]) == ["http://b/r", "http://c/r"]
+    assert collectors.answered("http://c/r") == "delivering to http://c/r (http://a/r left api_url)"
+
+
+@pytest.mark.parametrize(("status", "elsewhere"), [
+    (500, True), (502, True), (503, True), (429, True),
+    (200, False), (201, False), (409, False), (400, False), (401, False), (403, False),
+    (404, False), (422, False), (302, False),
+])
+def test_only_answers_that_stored_nothing_move_a_round_to_another_collector(
+        status: int, elsewhere: bool) -> None:
+    assert try_elsewhere(status) is elsewhere

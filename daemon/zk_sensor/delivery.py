@@ -27,13 +27,18 @@ collector_ca_file, else zk_ca_file (a deployment's one CA usually signs both), e
 system's CAs. A failed verification, or a CA file that cannot be loaded, is a retried
 failure whose line names the URL and the reason, so fixing either side heals delivery.
 
+api_url may list several collectors that share one store: collectors.py picks which one
+a round goes to, and a failure that says nothing was stored moves the same round at once
+to the next one. Each attempt after the first asks the loop again whether this node may
+deliver, so a failover never stretches one attempt's time past the leader's lease.
+
 The live api_url is ZooKeeper's, writable by whoever may write the config, so it must not
-decide where the write token goes: the token goes only to the origin of the node's own
-settings' api_url or one of api_token_origins. With a token and a live api_url elsewhere,
-nothing is sent at all: the courier answers "retry", so the rounds stay pending (neither
-dropped nor delivered) until an operator fixes the URL or extends api_token_origins, and
-it says so once per refused URL, not once per attempt. Without a token there is nothing to
-protect and any api_url is used.
+decide where the write token goes: the token goes only to the origins of the node's own
+settings' api_url (every URL of its list) or one of api_token_origins. With a token, a
+live URL elsewhere gets no request at all; when none is left, the courier answers
+"retry", so the rounds stay pending (neither dropped nor delivered) until an operator
+fixes the URL or extends api_token_origins, and it says so once per refused value, not
+once per attempt. Without a token there is nothing to protect and any api_url is used.
 
 Two formats: an api_url whose path ends in `/nuevo` is the seed's API and gets
 `GET ?dato=<mean>`, plus the round's key as extra parameters (`round`, `epoch`, `fleet`,
@@ -43,21 +48,20 @@ is (fleet, incarnation, round): re-sending a round after a lost answer is harmle
 """
 
 import dataclasses
-import http.client
-import json
 import logging
 import re
 import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Self
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from .aggregate import Aggregate
+from .collectors import Collectors, try_elsewhere
+from .sender import HTTP_ERRORS, CaFileError, HttpRequest, HttpSender, tls_reason
 from .settings import Settings
-from .validation import origin_of, parse_origins
+from .validation import api_urls, origin_of, parse_origins
 
 log = logging.getLogger("zk_sensor")
 
@@ -67,15 +71,7 @@ IDLE_CHECK = 0.5
 FAILURE_LOG_EVERY = 60.0
 NEVER_ACCEPTED = frozenset({400, 410, 413, 415, 422})
 FENCED = 409
-
-
-@dataclass(frozen=True)
-class HttpRequest:
-    method: str
-    url: str
-    params: dict[str, str] | None = None
-    json: dict[str, Any] | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+HOLDING = "; holding rounds until an operator fixes it or adds it to api_token_origins"
 
 
 def build_request(aggregate: Aggregate, api_url: str, fleet: str, token: str = "") -> HttpRequest:
@@ -101,101 +97,6 @@ def classify(status: int) -> str:
     if status in NEVER_ACCEPTED:
         return "rejected"
     return "retry"
-
-
-# The errors of one HTTP attempt: no connection, a timeout, a broken or garbled answer.
-HTTP_ERRORS = (OSError, http.client.HTTPException)
-# A kept-alive connection the server closed meanwhile fails like this before any answer:
-# the request never reached the collector, so it is resent at once on a new connection.
-STALE_CONNECTION = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError)
-REPLY_LIMIT = 4096
-
-
-class CaFileError(Exception):
-    """The CA file for an https:// collector cannot be loaded; one line naming it."""
-
-
-class HttpSender:
-    """One keep-alive connection to the collector's origin, opened on first use and
-    replaced when the URL's origin changes or an attempt fails."""
-
-    def __init__(self, timeout: float, ca_file: str) -> None:
-        self.timeout = timeout
-        self.ca_file = ca_file
-        self.tls: ssl.SSLContext | None = None
-        self.connection: http.client.HTTPConnection | None = None
-        self.origin: tuple[str, str, int | None] | None = None
-
-    @property
-    def trust(self) -> str:
-        return f"CA file {self.ca_file}" if self.ca_file else "the system's CAs"
-
-    def send(self, request: HttpRequest) -> tuple[int, str]:
-        """The status and the start of the body; raises one of HTTP_ERRORS."""
-        parts = urlsplit(request.url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        if request.params:
-            target += ("&" if "?" in target else "?") + urlencode(request.params)
-        headers = dict(request.headers)
-        body = None
-        if request.json is not None:
-            body = json.dumps(request.json).encode()
-            headers["Content-Type"] = "application/json"
-        reused = self._connect(parts.scheme, parts.hostname or "", parts.port)
-        try:
-            return self._exchange(request.method, target, body, headers)
-        except STALE_CONNECTION:
-            self.close()
-            if not reused:
-                raise
-        self._connect(parts.scheme, parts.hostname or "", parts.port)
-        return self._exchange(request.method, target, body, headers)
-
-    def _connect(self, scheme: str, host: str, port: int | None) -> bool:
-        """True when an open connection is reused."""
-        if self.connection is not None and self.origin == (scheme, host, port):
-            return True
-        self.close()
-        if scheme == "https":
-            self.connection = http.client.HTTPSConnection(host, port, timeout=self.timeout,
-                                                          context=self._tls_context())
-        else:
-            self.connection = http.client.HTTPConnection(host, port, timeout=self.timeout)
-        self.origin = (scheme, host, port)
-        return False
-
-    def _tls_context(self) -> ssl.SSLContext:
-        """Loaded at the first https:// connection rather than at start, so a broken CA
-        file is a retried failure that heals when the file is fixed, and a fleet that
-        delivers over http:// never needs one."""
-        if self.tls is None:
-            try:
-                self.tls = ssl.create_default_context(cafile=self.ca_file or None)
-            except OSError as error:
-                raise CaFileError(f"cannot load CA file {self.ca_file}: "
-                                  f"{tls_reason(error)}") from None
-        return self.tls
-
-    def _exchange(self, method: str, target: str, body: bytes | None,
-                  headers: dict[str, str]) -> tuple[int, str]:
-        assert self.connection is not None
-        try:
-            self.connection.request(method, target, body=body, headers=headers)
-            response = self.connection.getresponse()
-            text = response.read(REPLY_LIMIT).decode(errors="replace")
-            if not response.isclosed():
-                response.read()
-        except HTTP_ERRORS:
-            self.close()
-            raise
-        if response.will_close:
-            self.close()
-        return response.status, text
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-        self.connection = None
 
 
 class Courier:
@@ -226,7 +127,9 @@ class Courier:
         self.thread: threading.Thread | None = None
         self.failing_since: float | None = None
         self.last_failure_log = 0.0
-        self.holding: str | None = None
+        self.holding = False
+        self.refused: tuple[str, ...] = ()
+        self.collectors = Collectors()
 
     @classmethod
     def from_settings(
@@ -234,7 +137,8 @@ class Courier:
         api_url: Callable[[], str], report: Callable[[int, str, str], None],
     ) -> Self:
         """The token's origins come from local settings only, never from ZooKeeper."""
-        origins = (origin_of(settings.api_url), *parse_origins(settings.api_token_origins))
+        origins = (*(origin_of(url) for url in api_urls(settings.api_url)),
+                   *parse_origins(settings.api_token_origins))
         return cls(settings.http_timeout, settings.namespace, settings.api_token,
                    settings.node_id, may_deliver, api_url, report, token_origins=origins,
                    ca_file=settings.collector_ca_file or settings.zk_ca_file)
@@ -298,7 +202,7 @@ class Courier:
                 continue
             outcome, detail = self.send(dataclasses.replace(head, epoch=epoch, leader=self.node_id))
             if outcome == "retry":
-                if self.holding is None:
+                if not self.holding:
                     self.note_failure(head.round, detail, backoff)
                 self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
@@ -313,28 +217,51 @@ class Courier:
             self.report(head.round, outcome, detail)
 
     def send(self, aggregate: Aggregate) -> tuple[str, str]:
-        url = self.api_url()
-        if self.token and origin_of(url) not in self.token_origins:
-            return "retry", self.hold(url)
-        self.holding = None
+        """The verdict of the first listed collector that gives one (collectors.py)."""
+        urls = self.permitted(api_urls(self.api_url()))
+        self.holding = not urls
+        if not urls:
+            return "retry", self.refusal(self.refused) + HOLDING
+        failures = []
+        for url in self.collectors.order(urls):
+            if failures and (self.stopping or self.may_deliver() != aggregate.epoch):
+                break
+            outcome, detail, elsewhere = self.attempt(aggregate, url)
+            if not elsewhere:
+                if switched := self.collectors.answered(url):
+                    log.warning("%s", switched)
+                return outcome, detail
+            self.collectors.failed(url, detail)
+            failures.append(f"{url}: {detail}" if len(urls) > 1 else detail)
+        return "retry", "; ".join(failures)
+
+    def attempt(self, aggregate: Aggregate, url: str) -> tuple[str, str, bool]:
+        """The outcome, its line, and whether another collector may take the round."""
         request = build_request(aggregate, url, self.fleet, self.token)
         try:
             status, text = self.sender.send(request)
         except (*HTTP_ERRORS, CaFileError) as error:
-            return "retry", failure_detail(error, url, self.sender.trust)
+            return "retry", failure_detail(error, url, self.sender.trust), True
         reason = " ".join(text.split())[:200]
-        return classify(status), f"HTTP {status} {reason}".strip()
+        return classify(status), f"HTTP {status} {reason}".strip(), try_elsewhere(status)
 
-    def hold(self, url: str) -> str:
-        """Logged when a refused URL first appears, not at every attempt: the fix is an
-        operator's, and the rounds wait for it in the outbox."""
-        detail = (f"api_url {url} is outside the write token's origins "
-                  f"({', '.join(self.token_origins)}); holding rounds until an operator "
-                  "fixes it or adds it to api_token_origins")
-        if url != self.holding:
-            log.error("%s", detail)
-            self.holding = url
-        return detail
+    def permitted(self, urls: tuple[str, ...]) -> tuple[str, ...]:
+        """With a token, only the URLs at its origins. The others are named when they
+        first appear, not at every attempt: the fix is an operator's."""
+        if not self.token:
+            return urls
+        allowed = tuple(url for url in urls if origin_of(url) in self.token_origins)
+        refused = tuple(url for url in urls if url not in allowed)
+        if refused != self.refused:
+            self.refused = refused
+            if refused:
+                rest = f"; delivering to {', '.join(allowed)} only" if allowed else HOLDING
+                log.error("%s%s", self.refusal(refused), rest)
+        return allowed
+
+    def refusal(self, urls: tuple[str, ...]) -> str:
+        return (f"api_url {', '.join(urls)} is outside the write token's origins "
+                f"({', '.join(self.token_origins)})")
 
     def note_failure(self, round_number: int, detail: str, backoff: float) -> None:
         """One line when the collector starts failing, then one a minute: not one per try."""
@@ -366,12 +293,6 @@ def failure_detail(error: Exception, url: str, trust: str) -> str:
     reason = one_line(error)
     named = reason.startswith(type(error).__name__)
     return reason if named else f"{type(error).__name__}: {reason}".strip(": ")
-
-
-def tls_reason(error: OSError) -> str:
-    """OpenSSL's words without its bracketed code and C source position."""
-    text = " ".join(str(error).split())
-    return re.sub(r"^\[[^]]*\] *| *\(_ssl\.c:\d+\)$", "", text) or type(error).__name__
 
 
 def one_line(error: Exception) -> str:

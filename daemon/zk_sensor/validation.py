@@ -15,6 +15,7 @@ NODE_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 # A znode may hold 1 MiB: a value is refused, and shown cut, well before a log line grows.
 MAX_PERIOD_TEXT = 64
 MAX_URL = 2048
+MAX_COLLECTORS = 16
 SHOWN = 80
 
 
@@ -48,6 +49,31 @@ def parse_sampling_period(text: str) -> float:
 
 
 def parse_api_url(text: str) -> str:
+    """One collector URL or several separated by commas, in the order a node tries them
+    (delivery.py). One bad entry refuses the whole value: a half-applied list would
+    quietly lose a collector. The result is the entries joined by bare commas."""
+    if len(text) > MAX_URL * MAX_COLLECTORS:
+        raise InvalidValue(f"api_url {shown(text)} is longer than "
+                           f"{MAX_URL * MAX_COLLECTORS} characters")
+    entries = [entry.strip() for entry in text.split(",")]
+    if len(entries) > MAX_COLLECTORS:
+        raise InvalidValue(f"api_url {shown(text)} lists {len(entries)} URLs, more than "
+                           f"{MAX_COLLECTORS}")
+    if len(entries) > 1 and not all(entries):
+        raise InvalidValue(f"api_url {shown(text)} has an empty entry between commas")
+    urls = [parse_collector_url(entry) for entry in entries]
+    if len(set(urls)) < len(urls):
+        raise InvalidValue(f"api_url {shown(text)} lists the same URL twice")
+    return ",".join(urls)
+
+
+def api_urls(value: str) -> tuple[str, ...]:
+    """The URLs of an api_url value that parse_api_url accepted."""
+    return tuple(entry.strip() for entry in value.split(","))
+
+
+def parse_collector_url(text: str) -> str:
+    """One http(s) URL; a refusal quotes it, which names the bad entry of a list."""
     if len(text) > MAX_URL:
         raise InvalidValue(f"api_url {shown(text)} is longer than {MAX_URL} characters")
     url = text.strip()
@@ -83,7 +109,7 @@ def parse_origins(text: str) -> tuple[str, ...]:
     for item in (part.strip() for part in text.split(",")):
         if not item:
             continue
-        url = parse_api_url(item)
+        url = parse_collector_url(item)
         parts = urlsplit(url)
         if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise InvalidValue(f"origin {item!r} must be scheme://host[:port], without a path")
