@@ -39,6 +39,8 @@ class Guard:
         self.ends: dict[HTTPConnection, float] = {}
         self.refusals = RefusalLog()
         self.stopping = threading.Event()
+        # Set when a request starts with none in progress (the watcher had no deadline).
+        self.arrived = threading.Event()
         self.watcher = threading.Thread(target=self.watch, name="request-deadline",
                                         daemon=True)
 
@@ -50,7 +52,10 @@ class Guard:
             else:
                 crowded = False
                 self.busy[source] += 1
+                idle = not self.ends
                 self.ends[conn] = time.monotonic() + self.deadline
+                if idle:
+                    self.arrived.set()
         if crowded:
             self.refusals.note(source, f"503 to {source}: it already "
                                f"holds {self.per_source} request threads")
@@ -65,14 +70,23 @@ class Guard:
                 del self.busy[source]
 
     def watch(self) -> None:
-        while not self.stopping.wait(0.2):
+        """Sleeps until the nearest deadline, or until a request arrives when none is in
+        progress: an idle collector does not wake up."""
+        while not self.stopping.is_set():
+            self.arrived.clear()
             now = time.monotonic()
             with self.lock:
                 late = [conn for conn, ends in self.ends.items() if ends <= now]
                 for conn in late:
                     del self.ends[conn]
+                nearest = min(self.ends.values(), default=None)
             for conn in late:
                 self.cut(conn)
+            self.arrived.wait(None if nearest is None else max(0.0, nearest - now))
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.arrived.set()
 
     def cut(self, conn: HTTPConnection) -> None:
         """Shutting the socket down wakes the worker blocked on it (the base class's

@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         pass
     finally:
         server.stop()
-        server.guard.stopping.set()
+        server.guard.stop()
         if pruner is not None:
             pruner.stop()
         if app.fence is not None:
