@@ -1,32 +1,51 @@
 #!/usr/bin/env python3
-"""The fleet's certificate authority, on the Ansible controller: made once, kept up to date.
+"""The fleet's certificate authorities, on the Ansible controller: made once, kept up to date.
 
 Run by the zk_pki role with the Python that runs Ansible (ansible-core depends on
 `cryptography`, so nothing is installed and nothing is fetched). Reads a JSON spec on
 stdin:
 
-    {"dir": ".../secrets/hosts", "ca_name": "...", "ca_days": 3650, "cert_days": 1095,
-     "renew_days": 30, "curve": "P-256",
-     "hosts": {"zk1": "10.231.0.11", ...}, "extra_names": {"zk1": ["zk1.example.org"]},
-     "clients": ["operator"]}
+    {"dir": "~/.local/share/zk-sensor/pki/hosts", "ca_name": "...", "quorum_ca_name": "...",
+     "ca_days": 3650, "cert_days": 90, "renew_days": 30, "curve": "P-256",
+     "hosts": {"zk1": "10.231.0.11", ...}, "quorum_hosts": ["zk1", ...],
+     "extra_names": {"zk1": ["zk1.example.org"]}, "clients": ["operator"],
+     "passphrase_file": "~/.config/zk-sensor/pki/hosts.passphrase",
+     "crl_url": "file:///etc/zookeeper/tls/ca.crl", "revoked": ["sensor9"]}
 
 and makes, in that directory (mode 0700):
 
-- ca.key, ca.pem: the CA (EC, self-signed, path length 0), once;
+- ca.key, ca.pem: the fleet's CA (EC, self-signed, path length 0), once; it signs every
+  host's and client's certificate, which the ZooKeeper servers' client port, the
+  collectors and PostgreSQL trust;
+- quorum-ca.key, quorum-ca.pem: a second CA, once, that signs only the ZooKeeper servers'
+  quorum certificates, the only ones the servers trust from each other: a sensor's key
+  (signed by the fleet's CA) never makes a quorum peer;
 - hosts/<host>.key, hosts/<host>.pem for every host: a PKCS#8 EC key and its
-  certificate, signed by the CA, for the host's name, its address and its extra names
-  (subject alternative names; IP addresses as such), to serve TLS and to authenticate as
-  a TLS client (ZooKeeper's quorum does both);
-- clients/<name>.key, clients/<name>.pem: the same for a client identity, client only.
+  certificate, signed by the fleet's CA, for the host's name, its address and its extra
+  names (subject alternative names; IP addresses as such), to serve TLS and to
+  authenticate as a TLS client;
+- quorum/<host>.key, quorum/<host>.pem for every host of quorum_hosts: the same, signed
+  by the quorum CA;
+- clients/<name>.key, clients/<name>.pem: a client identity of the fleet's CA, client only;
+- super.password, super.digest: the break-glass ZooKeeper identity (fleet_secrets.py);
+- ca.crl, revoked.json: the fleet CA's revocation list, every certificate of that CA
+  pointing at crl_url (fleet_revocation.py); a host in `revoked` gets its certificate
+  revoked, and no other.
+
+Both CA keys are encrypted at rest (PKCS#8, BestAvailableEncryption) with the passphrase
+from ZK_PKI_PASSPHRASE or passphrase_file (fleet_secrets.py); a CA key found unencrypted
+(made by an older version) is encrypted in place.
 
 A certificate is issued again, with a fresh key, only when it is missing, not signed by
-the current CA (the CA was replaced), expiring within renew_days, or its names differ from
+its current CA (the CA was replaced), expiring within renew_days, or its names differ from
 the spec (an address changed); otherwise nothing is written, so a second run changes
 nothing. Private keys are created 0600, every file is replaced atomically.
 
-Prints one JSON object: {"changed": bool, "ca_created": bool, "issued": [paths],
-"ca_not_after": ISO date}. Exit status 1 with a message on stderr when the directory is
-inconsistent (a CA certificate without its key, say): nothing is guessed.
+Prints one JSON object: {"changed": bool, "created": [CA names], "encrypted": [CA names],
+"issued": [paths], "revoked": [paths], "ca_not_after": ISO date of the CA that expires
+first}. Exit status 1
+with a message on stderr when the directory is inconsistent (a CA certificate without its
+key, say) or the passphrase cannot open a CA key: nothing is guessed.
 """
 
 from __future__ import annotations
@@ -34,9 +53,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import json
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 from cryptography import x509
@@ -44,17 +61,22 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from fleet_revocation import distribution_point, distribution_urls, revoke_hosts, write_crl
+from fleet_secrets import (
+    encrypted_key_bytes,
+    fail,
+    is_encrypted,
+    load_ca_key,
+    passphrase,
+    super_identity,
+    write_atomically,
+)
 
 # datetime.UTC is 3.11+; the controller may run 3.10 (ansible-core 2.17).
 UTC = datetime.timezone.utc  # noqa: UP017
 CURVES = {"P-256": ec.SECP256R1, "P-384": ec.SECP384R1}
 # Certificates start to be valid a little in the past: the nodes' clocks may lag.
 BACKDATE = datetime.timedelta(hours=1)
-
-
-def fail(message: str) -> None:
-    print(f"fleet_pki: {message}", file=sys.stderr)
-    sys.exit(1)
 
 
 def now() -> datetime.datetime:
@@ -65,23 +87,6 @@ def not_after(cert: x509.Certificate) -> datetime.datetime:
     """The end of validity as an aware datetime (cryptography < 42 has only naive ones)."""
     value = getattr(cert, "not_valid_after_utc", None)
     return value if value is not None else cert.not_valid_after.replace(tzinfo=UTC)
-
-
-def write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Replace path with data, created with `mode` from the start (never readable by others
-    for a moment)."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def key_bytes(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -97,9 +102,9 @@ def common_name(name: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
 
 
-def make_ca(directory: Path, spec: dict) -> None:
+def make_ca(directory: Path, stem: str, ca_name: str, spec: dict, secret: bytes) -> None:
     key = ec.generate_private_key(CURVES[spec["curve"]]())
-    name = common_name(spec["ca_name"])
+    name = common_name(ca_name)
     start = now() - BACKDATE
     cert = (
         x509.CertificateBuilder()
@@ -117,8 +122,8 @@ def make_ca(directory: Path, spec: dict) -> None:
                        critical=False)
         .sign(key, hashes.SHA256())
     )
-    write_atomically(directory / "ca.key", key_bytes(key), 0o600)
-    write_atomically(directory / "ca.pem", cert_bytes(cert), 0o644)
+    write_atomically(directory / f"{stem}.key", encrypted_key_bytes(key, secret), 0o600)
+    write_atomically(directory / f"{stem}.pem", cert_bytes(cert), 0o644)
 
 
 def general_names(names: list[str]) -> list[x509.GeneralName]:
@@ -179,7 +184,8 @@ def current(directory: Path, entry: dict, ca: x509.Certificate, renew_before: da
     ) == cert.public_key().public_bytes(serialization.Encoding.DER,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     return (same_key and signed_by(cert, ca) and not_after(cert) > renew_before
-            and san_set(cert) == wanted_san_set(entry["names"]))
+            and san_set(cert) == wanted_san_set(entry["names"])
+            and distribution_urls(cert) == entry["crl_urls"])
 
 
 def issue(directory: Path, entry: dict, ca: x509.Certificate,
@@ -212,6 +218,8 @@ def issue(directory: Path, entry: dict, ca: x509.Certificate,
     if entry["names"]:
         builder = builder.add_extension(
             x509.SubjectAlternativeName(general_names(entry["names"])), critical=False)
+    for url in entry["crl_urls"]:
+        builder = builder.add_extension(distribution_point(url), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     # The key first: a certificate never names a key that is not there yet.
     write_atomically(directory / f"{entry['path']}.key", key_bytes(key), 0o600)
@@ -219,46 +227,90 @@ def issue(directory: Path, entry: dict, ca: x509.Certificate,
 
 
 def wanted_certs(spec: dict) -> list[dict]:
-    """The spec's hosts and clients as certificates: path, names (the first is the CN)."""
+    """The spec's hosts, quorum members and clients as certificates: path, names (the first
+    is the CN), the CA that signs it and the CRL it points at (the fleet CA's only)."""
+    crl_urls = [spec["crl_url"]] if spec.get("crl_url") else []
     certs = []
     for host, address in spec["hosts"].items():
         names = [host, str(address or host), *spec.get("extra_names", {}).get(host, [])]
         certs.append({"path": f"hosts/{host}", "names": list(dict.fromkeys(names)),
-                      "server": True})
+                      "server": True, "ca": "ca", "crl_urls": crl_urls})
+        if host in spec["quorum_hosts"]:
+            certs.append({"path": f"quorum/{host}", "names": list(dict.fromkeys(names)),
+                          "server": True, "ca": "quorum-ca", "crl_urls": []})
     for client in spec["clients"]:
-        certs.append({"path": f"clients/{client}", "names": [], "server": False})
+        certs.append({"path": f"clients/{client}", "names": [], "server": False, "ca": "ca",
+                      "crl_urls": crl_urls})
     return certs
+
+
+def authority(directory: Path, stem: str, ca_name: str, spec: dict, secret: bytes,
+              ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey, bool, bool]:
+    """A CA made once: its certificate and key, whether it was made now, and whether its
+    key was found unencrypted (and is now encrypted)."""
+    key_path, cert_path = directory / f"{stem}.key", directory / f"{stem}.pem"
+    created = False
+    if not key_path.exists() and not cert_path.exists():
+        make_ca(directory, stem, ca_name, spec, secret)
+        created = True
+    elif not (key_path.is_file() and cert_path.is_file()):
+        fail(f"{directory} has only one of {stem}.key and {stem}.pem: restore the other from "
+             "the backup, or delete both (and every certificate) to make a new CA")
+    key, plain = load_ca_key(key_path, secret)
+    if plain:
+        write_atomically(key_path, encrypted_key_bytes(key, secret), 0o600)
+    key_path.chmod(0o600)
+    return x509.load_pem_x509_certificate(cert_path.read_bytes()), key, created, plain
+
+
+def check_spec(spec: dict) -> None:
+    if spec.get("curve") not in CURVES:
+        fail(f"curve must be one of {', '.join(CURVES)}")
+    unknown = set(spec.get("quorum_hosts", [])) - set(spec["hosts"])
+    if unknown:
+        fail(f"quorum_hosts not among hosts: {', '.join(sorted(unknown))}")
+    both = set(spec.get("revoked", [])) & set(spec.get("quorum_hosts", []))
+    if both:
+        fail(f"a ZooKeeper server cannot be revoked (replace the quorum CA): {', '.join(both)}")
 
 
 def main() -> None:
     spec = json.load(sys.stdin)
-    if spec.get("curve") not in CURVES:
-        fail(f"curve must be one of {', '.join(CURVES)}")
-    directory = Path(spec["dir"])
+    spec.setdefault("quorum_hosts", [])
+    check_spec(spec)
+    revoked_hosts = spec.get("revoked", [])
+    spec["hosts"] = {h: a for h, a in spec["hosts"].items() if h not in revoked_hosts}
+    directory = Path(spec["dir"]).expanduser()
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)
-    ca_key_path, ca_path = directory / "ca.key", directory / "ca.pem"
-    ca_created = False
-    if not ca_key_path.exists() and not ca_path.exists():
-        make_ca(directory, spec)
-        ca_created = True
-    elif not (ca_key_path.is_file() and ca_path.is_file()):
-        fail(f"{directory} has only one of ca.key and ca.pem: restore the other from the "
-             "backup, or delete both (and every certificate) to make a new CA")
-    ca = x509.load_pem_x509_certificate(ca_path.read_bytes())
-    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
-    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
-        fail(f"{ca_key_path} is not an EC key")
-    ca_key_path.chmod(0o600)
+    names = {"ca": spec["ca_name"], "quorum-ca": spec["quorum_ca_name"]}
+    locked = any(is_encrypted(directory / f"{stem}.key") for stem in names)
+    passphrase_file = spec.get("passphrase_file")
+    secret, new_passphrase = passphrase(
+        Path(passphrase_file).expanduser() if passphrase_file else None, may_create=not locked)
+    cas, created, encrypted = {}, [], []
+    for stem, ca_name in names.items():
+        cert, key, made, was_plain = authority(directory, stem, ca_name, spec, secret)
+        cas[stem] = (cert, key)
+        created += [stem] if made else []
+        encrypted += [stem] if was_plain and not made else []
+    revoked = revoke_hosts(directory, revoked_hosts)
+    crl_changed = write_crl(directory, *cas["ca"], not_after(cas["ca"][0]))
     renew_before = now() + datetime.timedelta(days=int(spec["renew_days"]))
     issued = []
     for entry in wanted_certs(spec):
+        ca, ca_key = cas[entry["ca"]]
         if not current(directory, entry, ca, renew_before):
             issue(directory, entry, ca, ca_key, spec)
             issued.append(entry["path"])
         (directory / f"{entry['path']}.key").chmod(0o600)
-    print(json.dumps({"changed": ca_created or bool(issued), "ca_created": ca_created,
-                      "issued": issued, "ca_not_after": not_after(ca).isoformat()}))
+    super_changed = super_identity(directory)
+    first_expiry = min(not_after(cert) for cert, _ in cas.values())
+    print(json.dumps({
+        "changed": bool(created or encrypted or issued or revoked or crl_changed
+                        or new_passphrase or super_changed),
+        "created": created, "encrypted": encrypted, "issued": issued, "revoked": revoked,
+        "ca_not_after": first_expiry.isoformat()}))
 
 
 if __name__ == "__main__":
