@@ -1,7 +1,10 @@
-"""Static checks of what deploys the fleet: the playbook, the units, the Vagrantfile."""
+"""Static checks of what deploys the fleet: the playbook, the units, the Vagrantfile.
+The ZooKeeper servers' hardening (the quorum CA, zoo.cfg, the unit, the firewall, the
+key lifecycle) is in test_deploy_servers.py."""
 
 import importlib.util
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -25,11 +28,6 @@ def run(*command: str) -> subprocess.CompletedProcess[str]:
 def test_ansible_lint_production_profile_is_clean() -> None:
     result = run(str(BIN / "ansible-lint"), "--profile", "production", "--offline")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-
-
-def test_zookeeper_defaults_do_not_cap_a_fleet_behind_one_address() -> None:
-    defaults = yaml.safe_load((REPO / "ansible/roles/zookeeper/defaults/main.yml").read_text())
-    assert defaults["zookeeper_max_client_cnxns"] == 0
 
 
 def test_playbook_syntax() -> None:
@@ -66,7 +64,8 @@ def test_vagrantfile_validates() -> None:
 ROLES = REPO / "ansible" / "roles"
 FLEET_PKI = ROLES / "zk_pki" / "files" / "fleet_pki.py"
 # Files that hold a private key or a password once deployed.
-SECRET_DEST = ("key.pem", "keystore.pem", ".auth", ".key", "token", "pgpass")
+SECRET_DEST = ("key.pem", "keystore.pem", ".auth", ".key", "token", "pgpass", "jaas.conf",
+               "secrets.args")
 
 
 def test_secure_by_default() -> None:
@@ -122,9 +121,14 @@ def test_tasks_writing_secrets_hide_them() -> None:
     assert checked >= 4
 
 
+# The CA keys' passphrase, as the controller's environment gives it.
+PKI_ENV = {**os.environ, "ZK_PKI_PASSPHRASE": "a passphrase for the tests"}
+
+
 def run_pki(spec: dict) -> dict:
     result = subprocess.run([sys.executable, str(FLEET_PKI)], input=json.dumps(spec),
-                            capture_output=True, text=True, timeout=60, check=True)
+                            capture_output=True, text=True, timeout=60, check=True,
+                            env=PKI_ENV)
     return json.loads(result.stdout)
 
 
@@ -132,20 +136,23 @@ def test_fleet_pki_makes_the_ca_once_and_reissues_only_what_changed(tmp_path: Pa
     from cryptography import x509
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    spec = {"dir": str(tmp_path / "secrets"), "ca_name": "test CA", "ca_days": 3650,
+    spec = {"dir": str(tmp_path / "secrets"), "ca_name": "test CA",
+            "quorum_ca_name": "test quorum CA", "ca_days": 3650,
             "cert_days": 365, "renew_days": 30, "curve": "P-256",
-            "hosts": {"zk1": "10.231.0.11", "sensor1": "10.231.0.21"},
+            "hosts": {"zk1": "10.231.0.11", "sensor1": "10.231.0.21"}, "quorum_hosts": ["zk1"],
             "extra_names": {"zk1": ["zk1.example.org"]}, "clients": ["operator"]}
     first = run_pki(spec)
-    assert first["ca_created"] and sorted(first["issued"]) == \
-        ["clients/operator", "hosts/sensor1", "hosts/zk1"]
-    assert run_pki(spec) == {**first, "changed": False, "ca_created": False, "issued": []}
+    assert first["created"] == ["ca", "quorum-ca"] and sorted(first["issued"]) == \
+        ["clients/operator", "hosts/sensor1", "hosts/zk1", "quorum/zk1"]
+    assert run_pki(spec) == {**first, "changed": False, "created": [], "issued": []}
 
     secrets = tmp_path / "secrets"
     assert secrets.stat().st_mode & 0o777 == 0o700
-    for key in [secrets / "ca.key", *secrets.glob("*/*.key")]:
+    for key in [secrets / "ca.key", secrets / "quorum-ca.key", *secrets.glob("*/*.key")]:
         assert key.stat().st_mode & 0o777 == 0o600, key
-        assert key.read_text().startswith("-----BEGIN PRIVATE KEY-----")  # PKCS#8
+        assert key.read_text().startswith(  # PKCS#8, the CAs' encrypted
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----" if key.parent == secrets
+            else "-----BEGIN PRIVATE KEY-----"), key
     ca = x509.load_pem_x509_certificate((secrets / "ca.pem").read_bytes())
     zk1 = x509.load_pem_x509_certificate((secrets / "hosts/zk1.pem").read_bytes())
     ca.public_key().verify(zk1.signature, zk1.tbs_certificate_bytes,
@@ -161,11 +168,11 @@ def test_fleet_pki_makes_the_ca_once_and_reissues_only_what_changed(tmp_path: Pa
     (secrets / "ca.key").unlink()
     (secrets / "ca.pem").unlink()
     again = run_pki(moved)
-    assert again["ca_created"] and len(again["issued"]) == 3
+    assert again["created"] == ["ca"] and len(again["issued"]) == 3
     # Half a CA is refused, not guessed.
     (secrets / "ca.key").unlink()
     refused = subprocess.run([sys.executable, str(FLEET_PKI)], input=json.dumps(moved),
-                             capture_output=True, text=True, timeout=60)
+                             capture_output=True, text=True, timeout=60, env=PKI_ENV)
     assert refused.returncode == 1 and "only one of ca.key and ca.pem" in refused.stderr
 
 
@@ -439,5 +446,5 @@ def test_the_lab_base_holds_postgresql_for_its_offline_machines() -> None:
 
     hosts, _ = load_inventory(INVENTORY)
     assert [h.name for h in hosts.values() if "collector_database" in h.groups] == ["db"]
-    assert {"postgresql", "libpq5"} <= set(CHROOT_PACKAGES)
-    assert BASE_RECIPE >= 2
+    assert {"postgresql", "libpq5", "nftables"} <= set(CHROOT_PACKAGES)
+    assert BASE_RECIPE >= 3

@@ -5,7 +5,8 @@ playbook made on the controller, and digest ACLs on the fleet's znodes. One sens
 arm64 machine (a Raspberry Pi's architecture) under qemu-user: it gets the same playbook
 and is one of the fleet in every check of every sensor. Two collectors share one PostgreSQL
 machine (the `collector_database` group): the fleet delivers to the first, and the second
-serves the same rounds."""
+serves the same rounds. One machine, `attacker` (group `lab_attacker`), gets nothing from
+the playbook: the fleet is attacked from it (tests/lab_attack.py)."""
 
 import json
 import os
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoAuthError
 
 from fleet import BIN, wait_for
 from pki import CertificateAuthority
@@ -39,6 +44,8 @@ from test_faults import (
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ansible" / "lab"))
 from lab import Lab
+
+from zk_sensor.access import zk_access
 
 # The first test also pays for the module's fixture: the lab's base roots when they are
 # not built yet (a few minutes for the arm64 one, whose packages unpack under qemu-user),
@@ -56,11 +63,10 @@ pytestmark = [
 ]
 PERIOD = 1
 REPO = Path(__file__).resolve().parent.parent
-# The zk_pki role's directory on the controller for ansible/inventory/hosts.yml.
-SECRETS = REPO / "ansible" / "inventory" / "secrets" / "hosts"
-# The controller's password files: the ZooKeeper identities' and the collectors' database
-# role's (zk_pki_users, zk_pki_database_password).
-PASSWORDS = ("operator", "fleet", "database")
+# The zk_pki role's directory on the controller, as the lab sets it (zk_pki_dir).
+SECRETS = Lab(log=lambda _: None).secrets
+# The lab's machine that site.yml leaves alone (and that has nothing of the fleet).
+ATTACKER_GROUP = "lab_attacker"
 # The zk_postgres role's TLS and password files on the database machine.
 POSTGRES_SECRETS = "/etc/postgresql/15/main/zk-sensor"
 # The zookeeper role's ports: the plaintext one is closed when TLS is on (the default).
@@ -78,6 +84,15 @@ class Provisioned:
 
     def addresses(self, group: str) -> list[str]:
         return [self.lab.hosts[name].address for name in self.lab.groups[group]]
+
+    @property
+    def fleet_hosts(self) -> set[str]:
+        """Every machine the playbook deploys: all but the attacker."""
+        return set(self.lab.hosts) - set(self.lab.groups.get(ATTACKER_GROUP, []))
+
+    @property
+    def attacker(self) -> str:
+        return self.lab.groups[ATTACKER_GROUP][0]
 
     @property
     def sensors(self) -> int:
@@ -135,18 +150,35 @@ def ctl(env: Provisioned, *args: str) -> subprocess.CompletedProcess[str]:
     return ctl_as(env, "operator", *args)
 
 
+def sensor_ids() -> dict[str, str]:
+    """Sensor machine -> its node id, from the inventory."""
+    sensors = yaml.safe_load(Lab().inventory.read_text())["all"]["children"]["sensors"]
+    return {name: str(host["zk_sensor_node_id"]) for name, host in sensors["hosts"].items()}
+
+
 def auth_files(directory: Path) -> dict[str, Path]:
-    """user:password files (0600) for the operator and the fleet, from the passwords the
-    playbook made on the controller (the user names are zk_pki_users' defaults)."""
+    """user:password files (0600) for the operator and for one sensor's own identity
+    (`member`, node-<id> of the first sensor), from the passwords the playbook made on the
+    controller (those it made: a failed first run shows in the first test's output)."""
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    first = next(iter(sensor_ids().values()))
     made = {}
-    for identity in ("operator", "fleet"):
-        password = (SECRETS / f"{identity}.password").read_text().strip()
+    for identity, user, secret in (("operator", "operator", "operator.password"),
+                                   ("member", f"node-{first}", f"nodes/{first}.password")):
+        if not (SECRETS / secret).is_file():
+            continue
+        password = (SECRETS / secret).read_text().strip()
         path = directory / f"{identity}.auth"
         path.touch(mode=0o600)
-        path.write_text(f"{identity}:{password}\n")
+        path.write_text(f"{user}:{password}\n")
         made[identity] = path
     return made
+
+
+def controller_secrets() -> list[Path]:
+    """Every password and token the playbook made on the controller."""
+    return [*SECRETS.glob("*.password"), *SECRETS.glob("nodes/*.password"),
+            *SECRETS.glob("tokens/*.token")]
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +192,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Provisioned]:
         second = machines.run_playbook(check=False, capture=True)
         provisioned = Provisioned(machines, first, second,
                                   auth_files(tmp_path_factory.mktemp("identities")))
-        result = ctl(provisioned, "config", "set", "sampling_period", str(PERIOD))
-        assert result.returncode == 0, result.stderr
+        if first.returncode == 0:  # else the first test shows why
+            result = ctl(provisioned, "config", "set", "sampling_period", str(PERIOD))
+            assert result.returncode == 0, result.stderr
         # The collector serves HTTPS with the fleet's CA: every urlopen here and in
         # test_faults' helpers trusts that CA (and only it).
         collector_ca = ssl.create_default_context(cafile=str(SECRETS / "ca.pem"))
@@ -238,15 +271,17 @@ def leader_machine(env: Provisioned) -> str:
 def test_playbook_applies_from_scratch(lab: Provisioned) -> None:
     assert lab.first.returncode == 0, lab.first.stdout[-4000:]
     first = recap(lab.first.stdout)
-    assert set(first) == set(lab.lab.hosts)
+    assert set(first) == lab.fleet_hosts
     assert all(c["failed"] == 0 and c["unreachable"] == 0 and c["changed"] > 0
                for c in first.values()), first
 
 
 def test_second_run_changes_nothing(lab: Provisioned) -> None:
     assert lab.second.returncode == 0, lab.second.stdout[-4000:]
+    changed = re.findall(r"^TASK \[(.*?)\] \**\n(?:(?!TASK ).*\n)*?changed: .*$",
+                         lab.second.stdout, re.MULTILINE)
     assert all(c["changed"] == 0 and c["failed"] == 0
-               for c in recap(lab.second.stdout).values()), recap(lab.second.stdout)
+               for c in recap(lab.second.stdout).values()), (changed, recap(lab.second.stdout))
 
 
 def test_ensemble_has_exactly_one_leader(lab: Provisioned) -> None:
@@ -331,11 +366,11 @@ def test_client_with_a_certificate_of_another_ca_is_refused(
     assert result.returncode == 1, result.stdout + result.stderr
 
 
-def test_anonymous_and_fleet_clients_cannot_change_the_config(lab: Provisioned) -> None:
+def test_anonymous_and_member_clients_cannot_change_the_config(lab: Provisioned) -> None:
     # Anyone with a certificate reads the status...
     assert ctl_as(lab, None, "status", "--json").returncode == 0
-    # ...but neither anonymous nor the fleet's identity may write the config (exit 2).
-    for identity in (None, "fleet"):
+    # ...but neither anonymous nor a sensor's own identity may write the config (exit 2).
+    for identity in (None, "member"):
         result = ctl_as(lab, identity, "config", "set", "sampling_period", "7")
         assert result.returncode == 2, (identity, result.stdout, result.stderr)
     assert json.loads(ctl(lab, "config", "get", "sampling_period", "--json").stdout) \
@@ -359,30 +394,51 @@ def test_keys_and_credentials_are_private_on_the_machines(lab: Provisioned) -> N
     for name in lab.lab.groups["zookeeper"]:
         assert mode_owner(lab, name, ["/etc/zookeeper/tls/keystore.pem"]) == {
             "/etc/zookeeper/tls/keystore.pem": "600 zookeeper"}
+    ids = sensor_ids()
     for name in lab.lab.groups["sensors"]:
-        files = ["/etc/zk-sensor/key.pem", "/etc/zk-sensor/fleet.auth"]
+        files = ["/etc/zk-sensor/key.pem", "/etc/zk-sensor/node.auth"]
         assert mode_owner(lab, name, files) == dict.fromkeys(files, "600 zk-sensor")
+        # Its own identity, and its own token in its 0640 configuration.
+        user = lab.lab.ssh(name, "cut -d: -f1 /etc/zk-sensor/node.auth").stdout.strip()
+        assert user == f"node-{ids[name]}", name
+        config = tomllib.loads(lab.lab.ssh(name, "cat", NODE_CONFIG).stdout)
+        token = (SECRETS / f"tokens/{ids[name]}.token").read_text().strip()
+        assert config["api_token"] == token, name
+        assert mode_owner(lab, name, [NODE_CONFIG]) == {NODE_CONFIG: "640 root"}
     seat = lab.lab.groups["collector"][0]
     for name in lab.lab.groups["collector"]:
-        files = ["/etc/zk-collector/key.pem", "/etc/zk-collector/pgpass"]
+        files = ["/etc/zk-collector/key.pem", "/etc/zk-collector/pgpass",
+                 "/etc/zk-collector/tokens"]
         assert mode_owner(lab, name, files) == dict.fromkeys(files, "600 zk-collector"), name
+        listed = lab.lab.ssh(name, "cut -d' ' -f1 /etc/zk-collector/tokens").stdout.split()
+        assert listed == list(ids.values()), name
     for name in lab.lab.groups["collector_database"]:
         files = [f"{POSTGRES_SECRETS}/key.pem", f"{POSTGRES_SECRETS}/database.pgpass"]
         assert mode_owner(lab, name, files) == dict.fromkeys(files, "600 postgres"), name
     files = ["/etc/zk-sensorctl/key.pem", "/etc/zk-sensorctl/operator.auth",
-             "/etc/zk-sensorctl/fleet.auth", "/etc/zk-sensorctl/zk-sensorctl.toml"]
+             "/etc/zk-sensorctl/members", "/etc/zk-sensorctl/zk-sensorctl.toml"]
     assert mode_owner(lab, seat, [*files, "/etc/zk-sensorctl"]) == {
         **dict.fromkeys(files, "600 root"), "/etc/zk-sensorctl": "700 root"}
-    # The operator's identity is on its seat only.
+    # The seat holds the sensors' digests, none of their passwords.
+    members = lab.lab.ssh(seat, "cat /etc/zk-sensorctl/members").stdout.splitlines()
+    assert [line.split(":")[0] for line in members] == [f"node-{i}" for i in ids.values()]
+    # The operator's identity is on its seat only, and nobody holds a shared one.
     for name in lab.lab.hosts:
         found = lab.lab.ssh(name, "find /etc -name operator.auth").stdout.split()
         assert found == (["/etc/zk-sensorctl/operator.auth"] if name == seat else []), name
+        assert lab.lab.ssh(name, "find /etc -name fleet.auth").stdout == "", name
+    # The attacker got nothing.
+    shown = lab.lab.ssh(lab.attacker, "ls /etc/zk-sensor /etc/zk-collector /etc/zk-sensorctl",
+                        check=False)
+    assert shown.returncode != 0 and shown.stdout == "", shown
 
 
 def test_controller_secrets_are_private(lab: Provisioned) -> None:
     assert SECRETS.stat().st_mode & 0o777 == 0o700
-    secret = [SECRETS / "ca.key", *SECRETS.glob("*.password"), *SECRETS.glob("*/*.key")]
-    assert len(secret) >= 3
+    for directory in ("nodes", "tokens"):
+        assert (SECRETS / directory).stat().st_mode & 0o777 == 0o700, directory
+    secret = [SECRETS / "ca.key", *controller_secrets(), *SECRETS.glob("*/*.key")]
+    assert len(secret) >= 3 + 2 * lab.sensors
     assert {path.name: path.stat().st_mode & 0o777 for path in secret} == \
         {path.name: 0o600 for path in secret}
 
@@ -391,12 +447,170 @@ def test_playbook_output_shows_no_secret(lab: Provisioned) -> None:
     output = lab.first.stdout + lab.first.stderr
     assert "\n+++ after" in output  # --diff was on and showed the files it wrote
     assert "PRIVATE KEY" not in output
-    for identity in PASSWORDS:
-        assert (SECRETS / f"{identity}.password").read_text().strip() not in output
+    for secret in controller_secrets():
+        assert secret.read_text().strip() not in output, secret
     keys = [SECRETS / "ca.key", *SECRETS.glob("*/*.key")]
     for key in keys:
         body = "".join(line for line in key.read_text().splitlines() if "-----" not in line)
         assert body[:40] not in output, key
+
+
+# ---------------------------------------------------------------- the attacker (issue 18)
+# From `attacker`, a machine on the fleet's network that the playbook leaves alone: no
+# certificate of the fleet's CA, no credentials, no token. tests/lab_attack.py runs there
+# with the machine's own Python (`pytest -s` prints what it saw, layer by layer).
+
+ATTACK_SCRIPT = Path(__file__).resolve().parent / "lab_attack.py"
+QUORUM_PORTS = (2888, 3888)
+# A mean no sensor ever measures (the simulated ones read 75..85).
+FORGED_MEAN = 12345.0
+
+
+def attack(env: Provisioned, command: str, request: dict[str, Any]) -> dict[str, Any]:
+    """Run one of lab_attack.py's commands on the attacker; its JSON answer."""
+    env.lab.ssh(env.attacker, "cat > /root/lab_attack.py", input=ATTACK_SCRIPT.read_text())
+    result = env.lab.ssh(env.attacker, "python3", "/root/lab_attack.py", command,
+                         input=json.dumps(request), timeout=300)
+    return json.loads(result.stdout)
+
+
+def own_certificate(env: Provisioned, directory: Path) -> dict[str, str]:
+    """A certificate and key of the attacker's own CA, for its own address."""
+    issued = CertificateAuthority(directory, "the attacker's CA").issue(
+        "attacker", (env.lab.hosts[env.attacker].address,))
+    return {"cert": issued.cert.read_text(), "key": issued.key.read_text()}
+
+
+def answered(entry: dict[str, str]) -> bool:
+    """Whether a port gave the attacker anything at all."""
+    return any(str(value).startswith("answered") for value in entry.values())
+
+
+def test_the_attacker_reaches_no_zookeeper_port_nor_the_quorum(
+        lab: Provisioned, tmp_path: Path) -> None:
+    """Client ports (plain and TLS) and the quorum and election ports of every server,
+    without a certificate and with another CA's: dropped by the firewall, or refused by
+    TLS, never answered; the ensemble is unchanged."""
+    targets = [[address, port] for address in lab.addresses("zookeeper")
+               for port in (PLAIN_PORT, SECURE_PORT, *QUORUM_PORTS)]
+    found = attack(lab, "probe", {"targets": targets, **own_certificate(lab, tmp_path)})
+    for target, entry in found.items():
+        print(f"ATTACKER {target}: {entry}")
+    assert sorted(found) == sorted(f"{a}:{p}" for a, p in targets)
+    assert not [target for target, entry in found.items() if answered(entry)], found
+    # The probe does notice a port that serves: the same one with the fleet's certificate.
+    fleet = {"cert": (SECRETS / OPERATOR_CERT[0]).read_text(),
+             "key": (SECRETS / OPERATOR_CERT[1]).read_text()}
+    secure = [lab.addresses("zookeeper")[0], SECURE_PORT]
+    control = attack(lab, "probe", {"targets": [secure], **fleet})[f"{secure[0]}:{secure[1]}"]
+    print(f"ATTACKER with the fleet's certificate: {control}")
+    assert control["tcp"] != "open" or \
+        control["tls_with_own_certificate"].startswith("answered"), control
+    assert sorted(srvr_mode(a) for a in lab.addresses("zookeeper")) == \
+        ["follower", "follower", "leader"]
+
+
+def test_an_anonymous_client_creates_no_znode(lab: Provisioned) -> None:
+    """With a certificate of the fleet's CA (which the attacker lacks: see above) but no
+    identity, or a sensor's own: nothing at ZooKeeper's root (locked to the operator), in
+    the namespace or in its folders (the fleet's ACLs)."""
+    for identity in (None, "member"):
+        access = zk_access(str(lab.auth_files[identity]) if identity else "",
+                           str(SECRETS / "ca.pem"), str(SECRETS / OPERATOR_CERT[0]),
+                           str(SECRETS / OPERATOR_CERT[1]))
+        client = KazooClient(hosts=lab.zookeeper, timeout=10, **access.client_options())
+        client.start(timeout=30)
+        try:
+            paths = ["/attacker", "/zk-sensor/config/attacker"]
+            if identity is None:
+                paths += ["/zk-sensor/attacker", "/zk-sensor/readings/attacker"]
+            for path in paths:
+                with pytest.raises(NoAuthError):
+                    client.create(path, b"forged")
+        finally:
+            client.stop()
+            client.close()
+
+
+def test_the_attacker_cannot_forge_rounds_at_the_collectors(lab: Provisioned) -> None:
+    """No token, a made-up one, the seed's anonymous GET /nuevo: 401 or 403; a negative
+    Content-Length: 400. None of it is stored."""
+    status = fleet_status(lab)
+    fleet = rounds(lab)[0]["fleet"]
+    forged = {"mean": FORGED_MEAN, "round": status["round"], "epoch": status["epoch"],
+              "fleet": fleet, "count": 1, "leader": status["leader"]}
+    for address in lab.addresses("collector"):
+        found = attack(lab, "forge", {"host": address, "port": 8080, "round": forged})
+        print(f"ATTACKER forging at {address}: {found}")
+        assert found["post_without_token"].startswith("HTTP/1.1 401"), found
+        assert found["post_with_made_up_token"].startswith("HTTP/1.1 401"), found
+        assert found["get_nuevo"][:12] in ("HTTP/1.1 401", "HTTP/1.1 403"), found
+        assert found["negative_content_length"].startswith("HTTP/1.1 400"), found
+    for url in lab.collectors:
+        assert FORGED_MEAN not in {r["mean"] for r in fetch_rounds(url)}, url
+
+
+def post_round(url: str, token: str, item: dict[str, Any]) -> int:
+    """POST a round with a bearer token; the HTTP status."""
+    request = urllib.request.Request(
+        f"{url}/api/rounds", data=json.dumps(item).encode(), method="POST",
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            return reply.status
+    except urllib.error.HTTPError as error:
+        return error.code
+
+
+def test_a_followers_token_cannot_deliver_the_leaders_rounds(lab: Provisioned) -> None:
+    """A sensor's own token, stolen with its Pi: as itself it is not the epoch's holder
+    (the fence, against ZooKeeper), as the leader it is not the leader (per-node tokens)."""
+    status = fleet_status(lab)
+    follower = next(node for node in sensor_ids().values() if node != status["leader"])
+    token = (SECRETS / f"tokens/{follower}.token").read_text().strip()
+    fleet = rounds(lab)[0]["fleet"]
+    for leader in (follower, status["leader"]):
+        forged = {"mean": FORGED_MEAN, "round": status["round"], "epoch": status["epoch"],
+                  "fleet": fleet, "count": 1, "leader": leader}
+        assert post_round(lab.collector, token, forged) == 403, leader
+    assert FORGED_MEAN not in {r["mean"] for r in fetch_rounds(lab.collector)}
+
+
+SLOW_CONNECTIONS = 24
+SLOW_SECONDS = 20
+
+
+def test_slow_clients_do_not_starve_the_collector(lab: Provisioned) -> None:
+    """The attacker holds connections open (some never start TLS, some trickle a request
+    a byte a second): every collector's /healthz still answers at once, and rounds go on."""
+    newest = max(r["round"] for r in rounds(lab))
+    target = lab.addresses("collector")[0]
+    request = {"host": target, "port": 8080, "connections": SLOW_CONNECTIONS,
+               "seconds": SLOW_SECONDS}
+    lab.lab.ssh(lab.attacker, "cat > /root/lab_attack.py", input=ATTACK_SCRIPT.read_text())
+    with subprocess.Popen(lab.lab.ssh_argv(lab.attacker, "python3", "/root/lab_attack.py",
+                                           "slow"),
+                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) as slow:
+        assert slow.stdin and slow.stdout
+        slow.stdin.write(json.dumps(request))
+        slow.stdin.close()
+        holding = slow.stdout.readline()
+        assert holding.startswith("holding "), holding
+        latencies = []
+        ends = time.monotonic() + SLOW_SECONDS - 5
+        while time.monotonic() < ends:
+            for url in lab.collectors:
+                started = time.monotonic()
+                with urllib.request.urlopen(f"{url}/healthz", timeout=5) as reply:
+                    assert reply.status == 200, url
+                latencies.append(time.monotonic() - started)
+            time.sleep(0.5)
+        outcome = json.loads(slow.stdout.read())
+    print(f"ATTACKER {holding.strip()} connections at {target}: {outcome}; /healthz "
+          f"answered {len(latencies)} times, slowest {max(latencies):.2f} s")
+    assert outcome["opened"] >= SLOW_CONNECTIONS, outcome
+    assert max(latencies) < 2.0, latencies
+    new_rounds_after(lab, newest, 3, 30)
 
 
 def test_every_sensor_runs_and_exactly_one_leads(lab: Provisioned) -> None:
@@ -573,6 +787,111 @@ def test_the_playbook_refuses_a_bad_configuration_and_keeps_the_node_running(
     assert "mcp3009" in result.stdout
     assert lab.lab.ssh(name, "sha256sum", NODE_CONFIG).stdout == before
     assert lab.lab.ssh(name, "systemctl", "is-active", "zk-sensor").stdout.strip() == "active"
+
+
+# ---------------------------------------------------------------- revocation (issue 18)
+# A stolen sensor: revoked at once with `zk-sensorctl node revoke ID` on the operator's
+# seat, for good with `zk_sensor_revoked: true` in the inventory. The fleet goes on without
+# it; readmitted afterwards, so the fault matrix below has every sensor again.
+
+SEAT_CTL = "/usr/local/sbin/zk-sensorctl"
+
+
+def unit_state(env: Provisioned, name: str) -> tuple[str, str, str]:
+    """zk-sensor's ActiveState, its main process's exit status and UnitFileState."""
+    shown = env.lab.ssh(name, "systemctl", "show", "--property",
+                        "ActiveState,ExecMainStatus,UnitFileState", "zk-sensor").stdout
+    found = dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+    return (found.get("ActiveState", ""), found.get("ExecMainStatus", ""),
+            found.get("UnitFileState", ""))
+
+
+def native_follower(env: Provisioned) -> str:
+    """A follower's machine, not the emulated one (its restarts take minutes)."""
+    leader = leader_machine(env)
+    return next(name for name in env.lab.groups["sensors"]
+                if name != leader and name not in env.arm64_sensors)
+
+
+def readmit(env: Provisioned, name: str) -> None:
+    """Undo a revocation by hand, as the README says, and wait for full rounds again."""
+    seat = env.lab.groups["collector"][0]
+    env.lab.ssh(seat, SEAT_CTL, "node", "readmit", sensor_ids()[name])
+    env.lab.ssh(seat, SEAT_CTL, "acl", "apply", "--members-file", "/etc/zk-sensorctl/members",
+                "--lock-root", timeout=120)
+    env.lab.ssh(name, "systemctl reset-failed zk-sensor; systemctl start zk-sensor",
+                timeout=120)
+    wait_full_rounds(env.collector, 2, devices=env.sensors, after=time.time(), timeout=90)
+
+
+def test_a_sensor_revoked_with_zk_sensorctl_stops_and_the_others_deliver(
+        lab: Provisioned) -> None:
+    name = native_follower(lab)
+    node = sensor_ids()[name]
+    seat = lab.lab.groups["collector"][0]
+    result = lab.lab.ssh(seat, SEAT_CTL, "node", "revoke", node, check=False, timeout=120)
+    assert result.returncode == 0, result
+    revoked_at = time.time()
+    try:
+        # Exit status 2, which systemd does not restart.
+        wait_for(lambda: unit_state(lab, name)[:2] in {("failed", "2"), ("inactive", "2")},
+                 60, f"zk-sensor on {name} to end with exit status 2")
+        wait_full_rounds(lab.collector, 3, devices=lab.sensors - 1, after=revoked_at,
+                         timeout=60)
+        assert unit_state(lab, name)[0] != "active"
+    finally:
+        readmit(lab, name)
+
+
+def revoked_inventory(directory: Path, name: str) -> Path:
+    """A second inventory source that marks one sensor revoked."""
+    path = directory / "revoked.yml"
+    path.write_text(yaml.safe_dump({"all": {"hosts": {name: {"zk_sensor_revoked": True}}}}))
+    return path
+
+
+def test_the_playbook_revokes_a_sensor_even_when_its_machine_is_gone(
+        lab: Provisioned, tmp_path: Path) -> None:
+    """zk_sensor_revoked: its digest leaves the members file and the ACLs, its token the
+    collectors; with its machine unplugged (stolen) the run still succeeds, and the
+    machine's daemon, back on the network, can no longer write (exit 2); with the machine
+    there, its daemon is stopped and disabled and its secrets removed."""
+    name = native_follower(lab)
+    node = sensor_ids()[name]
+    seat = lab.lab.groups["collector"][0]
+    extra = revoked_inventory(tmp_path, name)
+    limit = ("-i", str(extra), "--limit", f"collector:{name}")
+    lab.lab.cut(name)
+    try:
+        gone = lab.lab.run_playbook(*limit, check=False, capture=True)
+    finally:
+        lab.lab.restore(name)
+    try:
+        assert gone.returncode == 0, gone.stdout[-4000:]
+        assert recap(gone.stdout)[name]["unreachable"] == 0, recap(gone.stdout)
+        members = lab.lab.ssh(seat, "cat /etc/zk-sensorctl/members").stdout
+        assert f"node-{node}:" not in members and members.strip(), members
+        for collector in lab.lab.groups["collector"]:
+            listed = lab.lab.ssh(collector, "cut -d' ' -f1 /etc/zk-collector/tokens").stdout
+            assert node not in listed.split(), (collector, listed)
+        token = (SECRETS / f"tokens/{node}.token").read_text().strip()
+        assert post_round(lab.collector, token, {"mean": FORGED_MEAN, "round": 0,
+                                                 "epoch": 0}) == 401
+        wait_for(lambda: unit_state(lab, name)[:2] in {("failed", "2"), ("inactive", "2")},
+                 120, f"the revoked daemon on {name} to end with exit status 2")
+        wait_full_rounds(lab.collector, 3, devices=lab.sensors - 1, after=time.time(),
+                         timeout=60)
+        there = lab.lab.run_playbook(*limit, check=False, capture=True)
+        assert there.returncode == 0, there.stdout[-4000:]
+        assert unit_state(lab, name)[0] != "active"
+        assert unit_state(lab, name)[2] == "disabled"
+        assert lab.lab.ssh(name, "ls /etc/zk-sensor").stdout.split() == ["ca.pem"], name
+    finally:
+        lab.lab.ssh(seat, SEAT_CTL, "node", "readmit", node)
+        again = lab.lab.run_playbook("--limit", f"collector:{name}", check=False, capture=True)
+    assert again.returncode == 0, again.stdout[-4000:]
+    assert unit_state(lab, name) == ("active", "0", "enabled")
+    wait_full_rounds(lab.collector, 2, devices=lab.sensors, after=time.time(), timeout=90)
 
 
 # ---------------------------------------------------------------- the fault matrix (issue 5)

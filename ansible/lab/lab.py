@@ -78,8 +78,8 @@ MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 SUITE = "bookworm"
 # Bump when the recipe below changes: `up` then rebuilds the base (when no machine uses it).
-# 2: PostgreSQL and libpq5.
-BASE_RECIPE = 2
+# 2: PostgreSQL and libpq5. 3: nftables (the zk_firewall role).
+BASE_RECIPE = 3
 # The same for the roots of other architectures (see FOREIGN_PACKAGES...).
 FOREIGN_BASE_RECIPE = 1
 BASE_STAMP = "etc/zk-sensor-lab-base"
@@ -92,9 +92,10 @@ DEBOOTSTRAP_PACKAGES = (
 )
 # What the playbook would otherwise fetch with apt: ZooKeeper and Java for the `zookeeper`
 # machines, PostgreSQL for the `collector_database` one and its client library libpq5
-# (which psycopg loads) for the collectors. The packages' services are disabled in the
+# (which psycopg loads) for the collectors, nftables for the firewall of the ZooKeeper
+# servers and the collectors (zk_firewall). The packages' services are disabled in the
 # base (AUTOSTART_PATTERNS): the playbook starts each where it belongs.
-CHROOT_PACKAGES = ("zookeeper", "default-jre-headless", "postgresql", "libpq5")
+CHROOT_PACKAGES = ("zookeeper", "default-jre-headless", "postgresql", "libpq5", "nftables")
 # The packages' units and init scripts, by name: ZooKeeper's, and PostgreSQL's
 # postgresql.service, which would start the cluster that the package made in the base on
 # every machine.
@@ -877,6 +878,10 @@ class Lab:
         self.base = base_dir(lab_dir, native_arch())
         self.machines_dir = lab_dir / "machines"
         self.key = lab_dir / "id_ed25519"
+        # The lab's CA, keys, passwords and tokens (zk_pki_dir) and the passphrase of its
+        # CA keys: the lab's own, beside its machines, kept across `down` and `up`.
+        self.secrets = lab_dir / "secrets"
+        self.passphrase_file = lab_dir / "secrets.passphrase"
         self.controller = ipaddress.ip_interface(
             f"{next(self.network.hosts())}/{self.network.prefixlen}")
         self.log = log
@@ -1001,14 +1006,15 @@ class Lab:
         --kill-signal: SIGTERM to nspawn becomes SIGRTMIN+4 to the container's systemd,
         a clean poweroff (SIGINT for an emulated one: see FOREIGN_KILL_SIGNAL).
         --resolv-conf/--timezone/--link-journal off: the machine keeps its own files,
-        nothing of the host's leaks in.  No --capability: the default set is enough for
-        systemd, sshd, ping and Java.
+        nothing of the host's leaks in.  CAP_NET_ADMIN, beyond nspawn's default set (enough
+        for systemd, sshd, ping and Java), for nftables (the zk_firewall role): it acts on
+        the machine's own network namespace only.
         """
         return ["systemd-nspawn", "--boot", "--register=no", "--keep-unit",
                 f"--network-namespace-path=/run/netns/{NETNS_PREFIX}{host.name}",
                 "-D", str(root), f"--machine={host.name}", "--private-users=no",
                 "--link-journal=no", "--resolv-conf=off", "--timezone=off",
-                "--console=read-only",
+                "--console=read-only", "--capability=CAP_NET_ADMIN",
                 f"--kill-signal={FOREIGN_KILL_SIGNAL if host.foreign else KILL_SIGNAL}",
                 # Plain text in console.log instead of ANSI colour codes.
                 "--setenv=SYSTEMD_COLORS=0"]
@@ -1170,11 +1176,15 @@ class Lab:
 
     def run_playbook(self, *args: str, check: bool = True,
                      capture: bool = False) -> subprocess.CompletedProcess[str]:
-        """Apply ``site.yml`` to the lab as root with the lab key; extra args go to Ansible."""
+        """Apply ``site.yml`` to the lab as root with the lab key and the lab's secrets
+        directory; extra args go to Ansible."""
         if not self.site.is_file():
             raise LabError(f"{self.site} does not exist yet: nothing to provision")
+        secrets = {"zk_pki_dir": str(self.secrets),
+                   "zk_pki_passphrase_file": str(self.passphrase_file)}
         argv = [ansible_playbook_binary(), "-i", str(self.inventory), str(self.site),
-                "-u", "root", "--private-key", str(self.key), *args]
+                "-u", "root", "--private-key", str(self.key), "-e", json.dumps(secrets),
+                *args]
         self.log("+ " + shlex.join(argv))
         result = subprocess.run(argv, cwd=REPO, env=playbook_env(), text=True,
                                 capture_output=capture, check=False)
