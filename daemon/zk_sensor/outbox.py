@@ -24,7 +24,6 @@ from kazoo.client import TransactionRequest
 from .aggregate import Aggregate
 from .codec import Undecodable, finite_number, json_object, text_field, whole_number
 from .layout import Layout
-from .readings import get_readable
 from .zk import Zk
 
 CLEANUP_BATCH = 100
@@ -99,7 +98,8 @@ def load_outbox(zk: Zk, layout: Layout) -> Loaded:
     round by that name, and a misnamed one would fail every cleanup."""
     data, _ = zk.get(layout.outbox)
     names = sorted(zk.children(layout.outbox))
-    found, refused = get_readable(zk, [f"{layout.outbox}/{name}" for name in names])
+    refused: set[str] = set()
+    found = zk.get_many((f"{layout.outbox}/{name}" for name in names), refused)
     rounds, garbage = [], []
     for name in names:
         path = f"{layout.outbox}/{name}"

@@ -14,14 +14,9 @@ import json
 import time
 from dataclasses import dataclass, field
 
-from kazoo.exceptions import NoAuthError, NoNodeError
-from kazoo.protocol.states import ZnodeStat
-
 from .codec import Undecodable, finite_number, json_object, whole_number
 from .layout import Layout
-from .zk import AccessRefused, Zk
-
-Found = tuple[bytes, ZnodeStat]
+from .zk import Zk
 
 
 @dataclass(frozen=True)
@@ -78,33 +73,12 @@ class Collection:
         return [reading for reading in self.readings if reading.round == round_number]
 
 
-def get_readable(zk: Zk, paths: list[str]) -> tuple[dict[str, Found | None], set[str]]:
-    """Many znodes in one burst, and those whose ACL refuses us apart. Whoever may create
-    a reading or an outbox entry may give it an ACL that shuts everyone out, and one such
-    znode must not refuse the whole burst (that would stop the leader for good): the
-    burst is then read again one by one."""
-    try:
-        return zk.get_many(paths), set()
-    except AccessRefused as refusal:
-        if not isinstance(refusal.cause, NoAuthError):
-            raise
-    found: dict[str, Found | None] = {}
-    refused = set()
-    for path in paths:
-        try:
-            found[path] = zk.get(path)
-        except NoNodeError:
-            found[path] = None
-        except AccessRefused:
-            refused.add(path)
-    return found, refused
-
-
 def collect_readings(zk: Zk, layout: Layout) -> Collection:
     """Every device's reading, tolerating devices that leave between list and read; a
     reading that is unreadable (its ACL) or not a reading is garbage, skipped."""
     nodes = sorted(zk.children_or_none(layout.readings))
-    raw, refused = get_readable(zk, [layout.reading(node) for node in nodes])
+    refused: set[str] = set()
+    raw = zk.get_many((layout.reading(node) for node in nodes), refused)
     collection = Collection()
     for node in nodes:
         if layout.reading(node) in refused:

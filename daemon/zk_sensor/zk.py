@@ -9,6 +9,7 @@ as a whole (an unknown outcome, which every call site handles) instead of adding
 deadlines past the watchdog.
 """
 
+import builtins
 import time
 from collections import namedtuple
 from collections.abc import Iterable
@@ -234,9 +235,13 @@ class Zk:
             raise AccessRefused(refusal)
         return results
 
-    def get_many(self, paths: Iterable[str]) -> dict[str, tuple[bytes, ZnodeStat] | None]:
+    def get_many(self, paths: Iterable[str], refused: builtins.set[str] | None = None,
+                 ) -> dict[str, tuple[bytes, ZnodeStat] | None]:
         """Read many znodes with multiRead requests sent back to back; a znode that
-        vanished maps to None. The whole burst shares one deadline."""
+        vanished maps to None. The whole burst shares one deadline. With `refused`, a
+        znode whose ACL refuses us (NoAuth) is added there instead of failing the burst:
+        whoever may create a reading or an outbox entry may give it an ACL that shuts
+        everyone out, and one such znode must not stop the leader for good."""
         ordered = list(paths)
         batches = [ordered[start:start + MULTI_READ_BATCH]
                    for start in range(0, len(ordered), MULTI_READ_BATCH)]
@@ -248,6 +253,8 @@ class Zk:
             for path, answer in zip(batch, answers, strict=True):
                 if isinstance(answer, NoNodeError):
                     results[path] = None
+                elif isinstance(answer, NoAuthError) and refused is not None:
+                    refused.add(path)
                 elif isinstance(answer, REFUSALS):
                     raise AccessRefused(answer)
                 elif isinstance(answer, Exception):
