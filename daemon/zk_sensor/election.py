@@ -33,21 +33,30 @@ log = logging.getLogger("zk_sensor")
 UNNUMBERED = 10**10
 
 
-def sequence_of(name: str) -> int:
-    """A name ZooKeeper did not number (any fleet credential can create one) sorts after
-    every candidate rather than crash the sort: it never stands ahead of one."""
+def sequence_number(name: str) -> int | None:
+    """The sequence ZooKeeper appended to a sequential znode's name (ten digits, with a
+    sign once its counter wraps past 2**31), or None for a name it did not number: any
+    fleet credential can create one, and `int` alone would take `²` or 5,000 digits."""
     sequence = name.rsplit("_", 1)[-1]
-    digits = sequence.removeprefix("-")  # past 2**31 creations ZooKeeper's counter wraps
-    return int(sequence) if digits.isascii() and digits.isdigit() \
-        and len(digits) <= 10 else UNNUMBERED
+    digits = sequence.removeprefix("-")
+    if not (digits.isascii() and digits.isdigit() and len(digits) <= 10):
+        return None
+    return int(sequence)
+
+
+def sequence_of(name: str) -> int:
+    """The sort key of the line: a name ZooKeeper did not number sorts after every
+    candidate rather than crash the sort, so it never stands ahead of one."""
+    number = sequence_number(name)
+    return UNNUMBERED if number is None else number
 
 
 def node_of(name: str) -> str | None:
     """The node id in a candidate's name, or None for a name we did not write."""
     if not name.startswith(PREFIX) or "_" not in name[len(PREFIX):]:
         return None
-    node, sequence = name[len(PREFIX):].rsplit("_", 1)
-    return node if node and sequence.isdigit() else None
+    node = name[len(PREFIX):].rsplit("_", 1)[0]
+    return node if node and sequence_number(name) is not None else None
 
 
 def live_nodes(names: list[str]) -> list[str]:

@@ -70,16 +70,9 @@ def decode_request(data: bytes | None) -> Request | None:
     if to is None and candidate is None:
         return Request(epoch, None, None, by)
     if not isinstance(to, str) or not isinstance(candidate, str) \
-            or not is_candidate_name(candidate) or node_of(candidate) != to:
+            or node_of(candidate) != to:
         raise InvalidRequest("to and candidate do not name one node's candidate")
     return Request(epoch, to, candidate, by)
-
-
-def is_candidate_name(name: str) -> bool:
-    """As ZooKeeper names a sequential znode: ten ASCII digits at the end, which `int`
-    reads (it refuses `²`, which `str.isdigit` accepts)."""
-    sequence = name.rsplit("_", 1)[-1]
-    return len(sequence) == 10 and sequence.isascii() and sequence.isdigit()
 
 
 def target_text(request: Request) -> str:
