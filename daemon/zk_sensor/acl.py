@@ -140,6 +140,18 @@ def same_acl(left: list[ACL], right: list[ACL]) -> bool:
         {(acl.perms, acl.id.scheme, acl.id.id) for acl in right}
 
 
+def set_acl_if_needed(zk: Zk, path: str, wanted: list[ACL],
+                      current: list[ACL] | None = None) -> bool:
+    """Idempotent: writes only an ACL that differs (`current`, if already read); True if
+    it wrote."""
+    if current is None:
+        current, _ = zk.get_acls(path)
+    if same_acl(current, wanted):
+        return False
+    zk.set_acls(path, wanted)
+    return True
+
+
 def encode_acl(acls: list[ACL]) -> bytes:
     return json.dumps([[acl.perms, acl.id.scheme, acl.id.id] for acl in acls]).encode()
 

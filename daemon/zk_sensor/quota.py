@@ -23,9 +23,9 @@ up to 256 bytes, outbox rounds up to 512 bytes, the member ACL 50 bytes per node
 from dataclasses import dataclass
 
 from kazoo.exceptions import NodeExistsError
-from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions
+from kazoo.security import ACL, Permissions
 
-from .acl import digest_acl, same_acl
+from .acl import ANYONE_READS, digest_acl, set_acl_if_needed
 from .layout import Layout
 from .zk import Zk
 
@@ -47,21 +47,13 @@ class Quota:
 
 
 def operator_only(operator: str) -> list[ACL]:
-    return [digest_acl(operator, Permissions.ALL), ACL(Permissions.READ, ANYONE_ID_UNSAFE)]
-
-
-def lock(zk: Zk, path: str, acls: list[ACL]) -> bool:
-    current, _ = zk.get_acls(path)
-    if same_acl(current, acls):
-        return False
-    zk.set_acls(path, acls)
-    return True
+    return [digest_acl(operator, Permissions.ALL), ANYONE_READS]
 
 
 def lock_root(zk: Zk, operator: str) -> list[str]:
     """`/` and `/zookeeper`: the operator's, anyone reads. One line per change."""
     return [f"locked {path}" for path in ("/", "/zookeeper")
-            if lock(zk, path, operator_only(operator))]
+            if set_acl_if_needed(zk, path, operator_only(operator))]
 
 
 def create_locked(zk: Zk, path: str, data: bytes, acls: list[ACL]) -> bool:
@@ -104,6 +96,6 @@ def set_quota(zk: Zk, layout: Layout, quota: Quota, operator: str) -> list[str]:
                      f"{quota.bytes} bytes")
     create_locked(zk, stats, b"count=0,bytes=0", acls)
     for path in ("/zookeeper", QUOTA_ROOT, *folders, limits, stats):
-        if lock(zk, path, acls):
+        if set_acl_if_needed(zk, path, acls):
             lines.append(f"locked {path}")
     return lines

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from kazoo.exceptions import NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.security import ACL
 
-from .acl import AclMatrix, encode_acl, same_acl
+from .acl import AclMatrix, encode_acl, set_acl_if_needed
 from .coordination import prepare_namespace
 from .layout import Layout
 from .members import encode_revoked
@@ -48,14 +48,6 @@ class AclReport:
         self.lines.append(f"removed hostile znode {path}")
         self.changed += 1
         return True
-
-
-def set_acl_if_needed(zk: Zk, path: str, wanted: list[ACL]) -> bool:
-    current, _ = zk.get_acls(path)
-    if same_acl(current, wanted):
-        return False
-    zk.set_acls(path, wanted)
-    return True
 
 
 def write_operator_znode(zk: Zk, path: str, data: bytes | None, acls: list[ACL]) -> bool:
@@ -109,9 +101,10 @@ def apply_acls(zk: Zk, layout: Layout, matrix: AclMatrix,
     put_operator_znode(zk, layout.revoked, encode_revoked(revoked or []), matrix.config,
                        report)
     put_operator_znode(zk, layout.switchover, None, matrix.config, report)
-    for path in reversed(list_namespace(zk, layout, report)):
+    for path, current in reversed(list_namespace(zk, layout, report)):
         try:
-            report.changed += set_acl_if_needed(zk, path, matrix.for_path(layout, path))
+            report.changed += set_acl_if_needed(zk, path, matrix.for_path(layout, path),
+                                                current)
         except NoNodeError:
             continue
         except AccessRefused:
@@ -119,24 +112,24 @@ def apply_acls(zk: Zk, layout: Layout, matrix: AclMatrix,
     return report
 
 
-def list_namespace(zk: Zk, layout: Layout, report: AclReport) -> list[str]:
-    """Every znode, parents first, all read before any ACL is set: an operator rotating
-    its own identity (`--operator-auth-file`) loses the right to list a folder once its
-    ACL names the new identity. The ACLs are then set children first. A znode the
-    operator may not read is hostile (AclReport.remove_hostile)."""
+def list_namespace(zk: Zk, layout: Layout, report: AclReport) -> list[tuple[str, list[ACL]]]:
+    """Every znode with its ACL, parents first, all read before any ACL is set: an
+    operator rotating its own identity (`--operator-auth-file`) loses the right to list a
+    folder once its ACL names the new identity. The ACLs are then set children first. A
+    znode the operator may not read is hostile (AclReport.remove_hostile)."""
     found = []
     pending = deque([layout.namespace])
     while pending:
         path = pending.popleft()
         try:
-            zk.get_acls(path)
+            current, _ = zk.get_acls(path)
             children = zk.children(path)
         except NoNodeError:
             continue
         except AccessRefused:
             report.remove_hostile(zk, path)
             continue
-        found.append(path)
+        found.append((path, current))
         pending.extend(f"{path}/{child}" for child in children)
     report.znodes = len(found)
     return found
