@@ -48,14 +48,21 @@ def check_private(path: Path, what: str) -> None:
             f"so only its owner may read it: chmod 600 {path}")
 
 
-def read_credentials(path_text: str, what: str = "zk_auth_file") -> Credentials:
+def read_secret_lines(path_text: str, what: str) -> list[str]:
+    """The lines of a file that holds secrets (owner-only, checked first), stripped,
+    without blank lines and `#` comments."""
     path = Path(path_text)
     check_private(path, what)
     try:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as error:
         raise SettingsError(f"cannot read {what} {path}: {error}") from None
-    content = [line.strip() for line in lines if line.strip()]
+    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def read_credentials(path_text: str, what: str = "zk_auth_file") -> Credentials:
+    path = Path(path_text)
+    content = read_secret_lines(path_text, what)
     user, colon, password = content[0].partition(":") if len(content) == 1 else ("", "", "")
     if not colon or not user or not password or USER_PATTERN_FORBIDDEN & set(user):
         raise SettingsError(f"{what} {path} must hold exactly one line user:password")

@@ -23,10 +23,7 @@ from .validation import (
 
 ENV_PREFIX = "ZK_SENSOR_"
 # Sensor settings sources.py leaves as text (it coerces to int and float only).
-SENSOR_FLAGS = ("sensor_differential",)
 SENSOR_OPTIONAL_NUMBERS = ("sensor_vref", "sensor_min", "sensor_max")
-FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True,
-              "false": False, "no": False, "off": False, "0": False}
 
 
 @dataclass(frozen=True)
@@ -113,18 +110,9 @@ def _check(settings: Settings) -> Settings:
 def _sensor_types(settings: Settings) -> Settings:
     return dataclasses.replace(
         settings,
-        **{name: _flag(name, getattr(settings, name)) for name in SENSOR_FLAGS},
         **{name: _optional_number(name, getattr(settings, name))
            for name in SENSOR_OPTIONAL_NUMBERS},
     )
-
-
-def _flag(name: str, raw: object) -> bool:
-    """TOML's true arrives as "True", an environment variable as anything people write."""
-    try:
-        return FLAG_WORDS[str(raw).strip().lower()]
-    except KeyError:
-        raise SettingsError(f"setting {name}={raw!r} is not true or false") from None
 
 
 def _optional_number(name: str, raw: object) -> float | None:

@@ -14,8 +14,18 @@ class SettingsError(ValueError):
     """A setting that stops a program from starting; one line for the operator."""
 
 
+# TOML's true arrives as a bool, an environment variable as anything people write.
+FLAG_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+              "false": False, "no": False, "off": False, "0": False}
+
+
 def _coerce(cls: type, name: str, raw: Any) -> Any:
     kind = type(getattr(cls(), name))
+    if kind is bool:
+        try:
+            return FLAG_WORDS[str(raw).strip().lower()]
+        except KeyError:
+            raise SettingsError(f"setting {name}={raw!r} is not true or false") from None
     try:
         if kind is float:
             return float(raw)

@@ -19,10 +19,9 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, NoReturn
 
-from ..access import check_private
+from ..access import read_secret_lines
 from ..sources import SettingsError
 from .parse import Refused
 
@@ -34,16 +33,6 @@ REFUSAL_LOG_EVERY = 60.0
 # Source addresses remembered for that; beyond it the oldest are forgotten.
 REFUSAL_LOG_SOURCES = 1024
 CHALLENGE = [("WWW-Authenticate", 'Bearer realm="zk-collector"')]
-
-
-def read_secret_lines(path_text: str, what: str) -> list[str]:
-    path = Path(path_text)
-    check_private(path, what)
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise SettingsError(f"cannot read {what} {path}: {error}") from None
-    return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
 
 
 def read_tokens_file(path_text: str) -> dict[str, str]:

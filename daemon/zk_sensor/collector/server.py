@@ -32,7 +32,6 @@ from .settings import (
     CollectorSettings,
     check_fence_files,
     describe_database,
-    flag,
     fleet_names,
     is_loopback,
     parse_args,
@@ -173,7 +172,7 @@ def build_server(app: Collector, host: str, port: int, threads: int,
 def build_app(settings: CollectorSettings, host: str) -> tuple[Collector, str]:
     """The WSGI app with its write rules, and how the start line describes them."""
     credentials = write_credentials(settings, host)
-    seed_get = flag(settings, "seed_get_writes")
+    seed_get = settings.seed_get_writes
     fleets = fleet_names(settings)
     check_fence_files(settings)
     gate = Gate(credentials, loopback_open=not credentials and is_loopback(host),

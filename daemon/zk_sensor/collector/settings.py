@@ -16,7 +16,6 @@ from ..sources import SettingsError
 from .auth import read_credentials
 
 ENV_PREFIX = "ZK_COLLECTOR_"
-FLAGS = ("insecure_open_writes", "seed_get_writes")
 
 
 @dataclass(frozen=True)
@@ -27,8 +26,8 @@ class CollectorSettings:
     token: str = ""
     token_file: str = ""
     tokens_file: str = ""
-    insecure_open_writes: str = "false"
-    seed_get_writes: str = "false"
+    insecure_open_writes: bool = False
+    seed_get_writes: bool = False
     fleets: str = ""
     fence_zookeeper: str = ""
     fence_zk_ca_file: str = ""
@@ -39,16 +38,6 @@ class CollectorSettings:
     threads: int = 16
     log_level: str = "info"
     retention: str = "365d"
-
-
-def flag(settings: CollectorSettings, name: str) -> bool:
-    """A TOML boolean, or true/false (1/0, yes/no) from the environment."""
-    raw = str(getattr(settings, name)).strip().lower()
-    if raw in ("true", "1", "yes"):
-        return True
-    if raw in ("false", "0", "no", ""):
-        return False
-    raise SettingsError(f"setting {name}={raw!r} must be true or false")
 
 
 def split_listen(listen: str) -> tuple[str, int]:
@@ -75,7 +64,7 @@ def is_loopback(host: str) -> bool:
 def write_credentials(settings: CollectorSettings, host: str) -> dict[str, str]:
     """The credentials by name; none only where that is safe or was asked for."""
     credentials = read_credentials(settings.token, settings.token_file, settings.tokens_file)
-    if not credentials and not is_loopback(host) and not flag(settings, "insecure_open_writes"):
+    if not credentials and not is_loopback(host) and not settings.insecure_open_writes:
         raise SettingsError(
             f"refusing to listen on {host} with open writes: set token_file or tokens_file "
             "(or insecure_open_writes = true to accept writes from anyone)")
@@ -151,8 +140,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--tokens-file", dest="tokens_file",
         help="file (mode 0600) of lines NAME TOKEN: one credential per node")
     add("--insecure-open-writes", dest="insecure_open_writes", action="store_const",
-        const="true", help="accept writes without a token on a non-loopback address")
-    add("--seed-get-writes", dest="seed_get_writes", action="store_const", const="true",
+        const=True, help="accept writes without a token on a non-loopback address")
+    add("--seed-get-writes", dest="seed_get_writes", action="store_const", const=True,
         help="accept the seed's anonymous GET /nuevo?dato= writes (keyless only)")
     add("--fleets", help="comma-separated fleets (namespaces) whose rounds are accepted")
     add("--fence-zookeeper", dest="fence_zookeeper",
