@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
+from pgharness import PgServer
 
 import pki
 from fleet import CollectorProcess, Fleet, Receiver
@@ -173,3 +174,13 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pki.TlsServ
         yield pki.TlsServer(ca, ensemble.secure_hosts, ca.issue("node"))
     finally:
         ensemble.stop()
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgServer]:
+    """A PostgreSQL server of Debian's package for one test module (pgharness.py)."""
+    server = PgServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()

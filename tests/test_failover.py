@@ -22,15 +22,6 @@ pytestmark = pytest.mark.skipif(postgres_bin() is None,
 TOKEN = "failover-token"
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    server = PgServer().start()
-    try:
-        yield server
-    finally:
-        server.destroy()
-
-
 @pytest.fixture
 def pair(pg: PgServer, tmp_path: Path) -> Iterator[list[CollectorProcess]]:
     """Two collectors on one fresh database, both asking for TOKEN."""

@@ -47,15 +47,6 @@ NOW = 1_800_000_000.0
 DAY = 86400.0
 
 
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgServer]:
-    server = PgServer().start()
-    try:
-        yield server
-    finally:
-        server.destroy()
-
-
 @pytest.fixture
 def database_url(pg: PgServer, tmp_path: Path) -> str:
     return pg.url(pg.new_database(), pg.passfile(tmp_path))
