@@ -41,15 +41,15 @@ from pathlib import Path
 
 from kazoo.client import KazooClient
 
-from zk_sensor.readings import encode_reading
+from zk_sensor.fleet.readings import encode_reading
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 
 from seed import run_seed  # noqa: E402
 
-from fleet import Receiver, wait_for  # noqa: E402
-from zkharness import ZkEnsemble  # noqa: E402
+from zk_sensor.testing.fleet import Receiver, wait_for  # noqa: E402
+from zk_sensor.testing.zookeeper import ZkEnsemble  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # The interpreter of the machines Ansible deploys on (the zk_sensor role's venv is made
@@ -124,7 +124,7 @@ class Bench:
         program, env = [str(BIN / "zk-sensor")], None
         if python is not None:
             program = [str(python), "-c",
-                       "import sys; from zk_sensor.startup import main; sys.exit(main())"]
+                       "import sys; from zk_sensor.node.startup import main; sys.exit(main())"]
             env = {**os.environ, "PYTHONPATH": f"{DAEMON_PACKAGE}{os.pathsep}{SITE_PACKAGES}"}
         command = [*program, "--id", node_id, "--zookeeper", self.ensemble.hosts,
                    "--namespace", namespace, "--api-url", self.receiver.url("/rounds"),

@@ -467,7 +467,7 @@ def run_seed(hosts: str, devices: int, rounds: int, period: float,
 def local_ensemble() -> Iterator[str]:
     """Three ZooKeeper servers on loopback from the test harness, for running alone."""
     sys.path.insert(0, str(REPO / "tests"))
-    from zkharness import ZkEnsemble
+    from zk_sensor.testing.zookeeper import ZkEnsemble
 
     with tempfile.TemporaryDirectory(prefix="seed-bench-") as tmp:
         ensemble = ZkEnsemble(Path(tmp), n=3)

@@ -44,11 +44,11 @@ from dataclasses import dataclass
 
 import gevent.select
 
-from zk_sensor.daemon import Node
-from zk_sensor.kazoo_handler import PollingHandler, ready_lists, wanted_events
 from zk_sensor.logs import setup_logging
-from zk_sensor.settings import build_settings
-from zk_sensor.systemd import Systemd
+from zk_sensor.node.daemon import Node
+from zk_sensor.node.settings import build_settings
+from zk_sensor.node.systemd import Systemd
+from zk_sensor.zk.handler import PollingHandler, ready_lists, wanted_events
 
 # About five file descriptors per node (its socket, kazoo's wake-up pair, the waker).
 FDS_PER_NODE = 6

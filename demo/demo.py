@@ -52,7 +52,7 @@ REPO = Path(__file__).resolve().parent.parent
 # borrows it so that it runs exactly the servers the tests run (same jars, logging, JVM
 # options, free ports): one copy, never two that drift.
 sys.path.insert(0, str(REPO / "tests"))
-from zkharness import LOOPBACK, ZkEnsemble  # noqa: E402  (needs the path above)
+from zk_sensor.testing.zookeeper import LOOPBACK, ZkEnsemble  # noqa: E402  (needs the path above)
 
 DEFAULT_DEMO_DIR = REPO / ".demo"
 LOCK_NAME = "demo.lock"

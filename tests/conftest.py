@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 from kazoo.client import KazooClient
-from pgharness import PgServer
 
-import pki
-from fleet import CollectorProcess, Fleet, Receiver
-from zkharness import MakeZk, ZkEnsemble
+from zk_sensor.testing import pki as pki
+from zk_sensor.testing.fleet import CollectorProcess, Fleet, Receiver
+from zk_sensor.testing.postgres import PgServer
+from zk_sensor.testing.zookeeper import MakeZk, ZkEnsemble
 
 CONNECT_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 60.0

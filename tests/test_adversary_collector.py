@@ -25,10 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kazoo.client import KazooClient
 
-from zk_sensor.delivery import classify
-
-from fleet import BIN, Fleet, wait_for
-from pki import CertificateAuthority
+from zk_sensor.node.delivery import classify
+from zk_sensor.testing.fleet import BIN, Fleet, wait_for
+from zk_sensor.testing.pki import CertificateAuthority
 
 TOP_EPOCH = 2**63 - 1
 TOKENS = {"1": "token-of-node-1", "2": "token-of-node-2"}

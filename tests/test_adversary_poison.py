@@ -23,12 +23,11 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.security import make_acl
 
-from zk_sensor.aggregate import aggregate
-from zk_sensor.layout import Layout
-from zk_sensor.outbox import encode_pending
-
-from fleet import Daemon, Fleet, Receiver, ctl, wait_for
-from zkharness import ZkEnsemble
+from zk_sensor.fleet.aggregate import aggregate
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.outbox import encode_pending
+from zk_sensor.testing.fleet import Daemon, Fleet, Receiver, ctl, wait_for
+from zk_sensor.testing.zookeeper import ZkEnsemble
 
 POISONS = {
     # Each opens as a JSON object, so it reaches the JSON parser of every decoder (a bare

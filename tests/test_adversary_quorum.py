@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 
-from zkharness import LOOPBACK, ZkEnsemble, ZkServer
+from zk_sensor.testing.zookeeper import LOOPBACK, ZkEnsemble, ZkServer
 
 pytestmark = pytest.mark.ensemble
 

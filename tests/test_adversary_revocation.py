@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from zkharness import LOOPBACK, ZkServer, free_ports, tls_config
+from zk_sensor.testing.zookeeper import LOOPBACK, ZkServer, free_ports, tls_config
 
 REPO = Path(__file__).resolve().parent.parent
 FLEET_PKI = REPO / "ansible" / "roles" / "zk_pki" / "files" / "fleet_pki.py"

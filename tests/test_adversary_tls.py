@@ -17,12 +17,11 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
 
-from zk_sensor.kazoo_handler import FleetCaHandler, PollingHandler
-from zk_sensor.settings import Settings
-
-import pki
-from fleet import BIN
-from zkharness import ZkEnsemble
+from zk_sensor.node.settings import Settings
+from zk_sensor.testing import pki as pki
+from zk_sensor.testing.fleet import BIN
+from zk_sensor.testing.zookeeper import ZkEnsemble
+from zk_sensor.zk.handler import FleetCaHandler, PollingHandler
 
 
 @pytest.fixture(scope="module")

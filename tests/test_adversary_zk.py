@@ -20,13 +20,12 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError, QuotaExceededError
 from kazoo.security import ACL, OPEN_ACL_UNSAFE, Id, Permissions
 
-from zk_sensor.access import Credentials
-from zk_sensor.layout import Layout
-from zk_sensor.members import InvalidRevoked, decode_revoked, read_members_file
-from zk_sensor.sources import SettingsError
-
-from fleet import BIN, Fleet, Receiver, wait_for
-from zkharness import ZkEnsemble
+from zk_sensor.config.sources import SettingsError
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.members import InvalidRevoked, decode_revoked, read_members_file
+from zk_sensor.testing.fleet import BIN, Fleet, Receiver, wait_for
+from zk_sensor.testing.zookeeper import ZkEnsemble
+from zk_sensor.zk.access import Credentials
 
 OPERATOR = Credentials("operator", "operator-password-0123456789")
 SUPER = Credentials("super", "super-password-0123456789")

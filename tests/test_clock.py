@@ -14,16 +14,16 @@ from typing import Any
 import pytest
 from kazoo.exceptions import NoNodeError
 
-from zk_sensor import clock
-from zk_sensor.aggregate import aggregate
-from zk_sensor.barrier import BarrierState, decode_barrier, encode_barrier, next_round
-from zk_sensor.clock import Clock, clock_synchronized, kernel_synchronized
-from zk_sensor.device import Device
-from zk_sensor.layout import Layout
-from zk_sensor.outbox import decode_pending, encode_pending
-from zk_sensor.reader import Answer, Reader
-from zk_sensor.readings import Reading, decode_reading, encode_reading
-from zk_sensor.rounds import slowest_device
+from zk_sensor.fleet.aggregate import aggregate
+from zk_sensor.fleet.barrier import BarrierState, decode_barrier, encode_barrier, next_round
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.outbox import decode_pending, encode_pending
+from zk_sensor.fleet.readings import Reading, decode_reading, encode_reading
+from zk_sensor.fleet.rounds import slowest_device
+from zk_sensor.node import clock
+from zk_sensor.node.clock import Clock, clock_synchronized, kernel_synchronized
+from zk_sensor.node.device import Device
+from zk_sensor.node.reader import Answer, Reader
 
 
 def test_this_machine_answers_with_a_bool() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from fleet import CollectorProcess
+from zk_sensor.testing.fleet import CollectorProcess
 
 
 def call(url: str, method: str = "GET", body: bytes | None = None,

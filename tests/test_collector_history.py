@@ -26,8 +26,7 @@ from zk_sensor.collector import schema
 from zk_sensor.collector.app import Collector
 from zk_sensor.collector.retention import STEP_ROUNDS, Pruner, parse_retention
 from zk_sensor.collector.store import Round, Store
-
-from fleet import BIN, CollectorProcess, wait_for
+from zk_sensor.testing.fleet import BIN, CollectorProcess, wait_for
 
 NOW = 1_800_000_000.0
 DAY = 86400

@@ -12,8 +12,7 @@ from typing import Any
 from test_collector import a_round, call, post_round, stored
 
 from zk_sensor.collector.store import KNOWN_ROUND, Store
-
-from fleet import CollectorProcess
+from zk_sensor.testing.fleet import CollectorProcess
 
 OLD = uuid.uuid4().hex
 NEW = uuid.uuid4().hex

@@ -3,10 +3,9 @@
 import itertools
 import statistics
 
-from zk_sensor.layout import Layout
-from zk_sensor.validation import InvalidValue, parse_api_url, parse_sampling_period
-
-from fleet import Fleet, Receiver, ctl, status, wait_for
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.validation import InvalidValue, parse_api_url, parse_sampling_period
+from zk_sensor.testing.fleet import Fleet, Receiver, ctl, status, wait_for
 
 
 def gaps(deliveries: list) -> list[float]:

@@ -22,13 +22,13 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.handlers.threading import KazooTimeoutError
 
-from zk_sensor.layout import Layout
-from zk_sensor.zk import StepBudgetSpent, Zk
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.testing.fleet import CollectorProcess, Fleet, Receiver, status, wait_for
+from zk_sensor.testing.proxy import ZkProxy
+from zk_sensor.testing.zookeeper import MakeZk, ZkEnsemble
+from zk_sensor.zk.client import StepBudgetSpent, Zk
 
-from fleet import CollectorProcess, Fleet, Receiver, status, wait_for
 from test_faults import collector_replies, fetch_rounds
-from zkharness import MakeZk, ZkEnsemble
-from zkproxy import ZkProxy
 
 # tests/fleet.py runs daemons with --zk-deadline 1: a reply held longer is a timeout.
 LATE_REPLY_S = 1.5

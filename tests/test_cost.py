@@ -10,9 +10,8 @@ from pathlib import Path
 
 from kazoo.client import KazooClient
 
-from zk_sensor.layout import Layout
-
-from fleet import Daemon, Fleet, Receiver, status, wait_for
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.testing.fleet import Daemon, Fleet, Receiver, status, wait_for
 
 BUSY_LOOP_LIMIT = 0.10
 TICKS = os.sysconf("SC_CLK_TCK")

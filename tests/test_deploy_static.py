@@ -16,7 +16,7 @@ from types import ModuleType
 import pytest
 import yaml
 
-from fleet import BIN
+from zk_sensor.testing.fleet import BIN
 
 REPO = Path(__file__).resolve().parent.parent
 

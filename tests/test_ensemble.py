@@ -4,8 +4,8 @@ import time
 
 import pytest
 
-from fleet import Fleet, Receiver, wait_for
-from zkharness import ZkEnsemble
+from zk_sensor.testing.fleet import Fleet, Receiver, wait_for
+from zk_sensor.testing.zookeeper import ZkEnsemble
 
 
 @pytest.mark.ensemble

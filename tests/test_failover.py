@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pgharness import PgServer, postgres_bin
 
-from fleet import CollectorProcess, Fleet, Receiver, ctl, status, wait_for
-from zkharness import MakeZk
+from zk_sensor.testing.fleet import CollectorProcess, Fleet, Receiver, ctl, status, wait_for
+from zk_sensor.testing.postgres import PgServer, postgres_bin
+from zk_sensor.testing.zookeeper import MakeZk
 
 pytestmark = pytest.mark.skipif(postgres_bin() is None,
                                 reason="needs Debian's postgresql package (.ci/run installs it)")

@@ -31,14 +31,14 @@ from typing import Any
 
 import pytest
 
-from fleet import CollectorProcess, Fleet, status, wait_for
-from zkharness import ZkEnsemble, ZkServer
+from zk_sensor.testing.fleet import CollectorProcess, Fleet, status, wait_for
+from zk_sensor.testing.zookeeper import ZkEnsemble, ZkServer
 
 # The loopback fleet (tests/fleet.py): sampling period, session timeout, delivery timeout.
 PERIOD_S = Fleet.period
 SESSION_TIMEOUT_S = Fleet.session_timeout
 HTTP_TIMEOUT_S = 1.0
-# The courier's first and longest waits between two attempts (zk_sensor.delivery's
+# The courier's first and longest waits between two attempts (zk_sensor.node.delivery's
 # BACKOFF_FIRST and BACKOFF_MAX; the wait doubles after each failed attempt).
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 5.0

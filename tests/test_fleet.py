@@ -6,9 +6,8 @@ import time
 
 from kazoo.client import KazooClient
 
-from zk_sensor.layout import Layout
-
-from fleet import Fleet, Receiver, status, wait_for
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.testing.fleet import Fleet, Receiver, status, wait_for
 
 
 def leaders(fleet: Fleet) -> list[str]:

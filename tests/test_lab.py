@@ -30,8 +30,9 @@ import yaml
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 
-from fleet import BIN, wait_for
-from pki import CertificateAuthority
+from zk_sensor.testing.fleet import BIN, wait_for
+from zk_sensor.testing.pki import CertificateAuthority
+
 from test_faults import (
     CATCH_UP_ROUNDS,
     assert_fenced,
@@ -45,7 +46,7 @@ from test_faults import (
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ansible" / "lab"))
 from lab import Lab
 
-from zk_sensor.access import zk_access
+from zk_sensor.zk.access import zk_access
 
 # The first test also pays for the module's fixture: the lab's base roots when they are
 # not built yet (a few minutes for the arm64 one, whose packages unpack under qemu-user),

@@ -2,8 +2,8 @@
 
 import time
 
-from fleet import Fleet, Receiver, wait_for
-from zkharness import ZkEnsemble
+from zk_sensor.testing.fleet import Fleet, Receiver, wait_for
+from zk_sensor.testing.zookeeper import ZkEnsemble
 
 
 def test_leader_steps_down_when_its_connection_is_suspended(

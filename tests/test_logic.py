@@ -5,29 +5,29 @@ import tracemalloc
 
 import pytest
 
-from zk_sensor.aggregate import aggregate
-from zk_sensor.barrier import BarrierState, decode_barrier, encode_barrier, next_round
-from zk_sensor.collectors import Collectors, try_elsewhere
-from zk_sensor.counter import parse_count
-from zk_sensor.delivery import build_request
-from zk_sensor.election import candidate_prefix, is_candidate_of, sequence_of
-from zk_sensor.leader import describe_change
-from zk_sensor.readings import decode_reading, encode_reading
-from zk_sensor.schedule import RoundClock
+from zk_sensor.fleet.aggregate import aggregate
+from zk_sensor.fleet.barrier import BarrierState, decode_barrier, encode_barrier, next_round
+from zk_sensor.fleet.counter import parse_count
+from zk_sensor.fleet.election import candidate_prefix, is_candidate_of, sequence_of
+from zk_sensor.fleet.readings import decode_reading, encode_reading
+from zk_sensor.fleet.validation import (
+    InvalidValue,
+    format_config_value,
+    parse_api_url,
+    parse_sampling_period,
+)
+from zk_sensor.node.collectors import Collectors, try_elsewhere
+from zk_sensor.node.delivery import build_request
+from zk_sensor.node.leader import describe_change
+from zk_sensor.node.schedule import RoundClock
+from zk_sensor.node.settings import SettingsError, build_settings
+from zk_sensor.node.systemd import watchdog_interval
 from zk_sensor.sensors import (
     SIMULATED_HIGH,
     SIMULATED_LOW,
     SensorError,
     SimulatedSensor,
     take_reading,
-)
-from zk_sensor.settings import SettingsError, build_settings
-from zk_sensor.systemd import watchdog_interval
-from zk_sensor.validation import (
-    InvalidValue,
-    format_config_value,
-    parse_api_url,
-    parse_sampling_period,
 )
 
 

@@ -13,9 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from test_collector import a_round, call, post_round
 
-from zk_sensor.metrics import MetricsServer, node_samples
-
-from fleet import CollectorProcess
+from zk_sensor.node.metrics import MetricsServer, node_samples
+from zk_sensor.testing.fleet import CollectorProcess
 
 # What dashboards and alert rules are written against: (type, help) by sample name.
 NODE_METRICS = {
@@ -98,7 +97,7 @@ def test_node_exports_its_resident_memory(node_metrics_url: str) -> None:
 
 def test_a_node_without_metrics_does_not_load_prometheus_client() -> None:
     """Its resident memory is a tracked target: the library is paid for only when used."""
-    check = "import sys, zk_sensor.startup; print('prometheus_client' in sys.modules)"
+    check = "import sys, zk_sensor.node.startup; print('prometheus_client' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
                             check=True).stdout.strip()
     assert loaded == "False"

@@ -15,8 +15,16 @@ from pathlib import Path
 
 import pytest
 
-from nemesis import OBSERVER_RETRY, History, Nemesis, Rig, Schedule, open_rig, plan
-from zkharness import MakeZk, ZkEnsemble
+from zk_sensor.testing.nemesis import (
+    OBSERVER_RETRY,
+    History,
+    Nemesis,
+    Rig,
+    Schedule,
+    open_rig,
+    plan,
+)
+from zk_sensor.testing.zookeeper import MakeZk, ZkEnsemble
 
 SEED = int(os.environ.get("NEMESIS_SEED") or random.SystemRandom().randrange(2**32))
 SECONDS = float(os.environ.get("NEMESIS_SECONDS") or 120)

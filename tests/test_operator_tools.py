@@ -26,10 +26,10 @@ from kazoo.client import KazooClient
 from kazoo.security import Permissions
 from test_trust import FLEET, OPERATOR, Secured, identity_client, write_credentials
 
-from zk_sensor.check import CRITICAL, OK, WARNING, Limits, assess
-from zk_sensor.election import node_of, sequence_of
-from zk_sensor.layout import Layout
-from zk_sensor.switchover import (
+from zk_sensor.ctl.check import CRITICAL, OK, WARNING, Limits, assess
+from zk_sensor.fleet.election import node_of, sequence_of
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.switchover import (
     InvalidRequest,
     Part,
     Request,
@@ -37,9 +37,8 @@ from zk_sensor.switchover import (
     encode_request,
     part_of,
 )
-
-from fleet import BIN, Fleet, Receiver, ctl, status, wait_for
-from zkproxy import ZkProxy
+from zk_sensor.testing.fleet import BIN, Fleet, Receiver, ctl, status, wait_for
+from zk_sensor.testing.proxy import ZkProxy
 
 SWITCHED = re.compile(r"switched over: node (\S+) \(epoch (\d+)\) -> node (\S+) "
                       r"\(epoch (\d+)\) in ([\d.]+) s\n")

@@ -8,9 +8,8 @@ import urllib.request
 
 from kazoo.client import KazooClient
 
-from zk_sensor.layout import Layout
-
-from fleet import CollectorProcess, Fleet, Receiver, status, wait_for
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.testing.fleet import CollectorProcess, Fleet, Receiver, status, wait_for
 
 
 def free_port() -> int:

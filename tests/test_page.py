@@ -22,8 +22,7 @@ import pytest
 from test_collector import a_round, call, post_round, stored
 
 from zk_sensor.collector.store import Round, Store
-
-from fleet import CollectorProcess, Fleet, wait_for
+from zk_sensor.testing.fleet import CollectorProcess, Fleet, wait_for
 
 OUTPUT = Path(__file__).resolve().parent.parent / "test-output"
 CHROMIUM = shutil.which("chromium")

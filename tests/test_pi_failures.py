@@ -21,13 +21,12 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory, MockTriggerPin
 
+from zk_sensor.node.settings import Settings, SettingsError, build_settings
 from zk_sensor.sensors import SensorError, board, open_sensor, take_reading
 from zk_sensor.sensors.board import board_model, kernel_version, pin_factory_problem
 from zk_sensor.sensors.gpio import Rangefinder
 from zk_sensor.sensors.pins import likely_cause, use_pin_factory
-from zk_sensor.settings import Settings, SettingsError, build_settings
-
-from fleet import Fleet, status, wait_for
+from zk_sensor.testing.fleet import Fleet, status, wait_for
 
 BIN = Path(sys.executable).parent
 W1_ID = "28-0316a2795d1f"

@@ -26,20 +26,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zk_sensor.acl import decode_acl
-from zk_sensor.barrier import decode_barrier
 from zk_sensor.codec import MAX_WHOLE, MAX_ZNODE_BYTES
 from zk_sensor.collector.app import Collector
 from zk_sensor.collector.series import RANGES
 from zk_sensor.collector.store import Store
-from zk_sensor.config_watch import LiveConfig
-from zk_sensor.coordination import decode_epoch, decode_incarnation, epoch_holder
-from zk_sensor.counter import parse_count
-from zk_sensor.outbox import decode_pending, decode_stats
-from zk_sensor.readings import decode_reading
-from zk_sensor.status import local_time
-from zk_sensor.switchover import InvalidRequest, decode_request
-from zk_sensor.validation import InvalidValue
+from zk_sensor.fleet.acl import decode_acl
+from zk_sensor.fleet.barrier import decode_barrier
+from zk_sensor.fleet.config_watch import LiveConfig
+from zk_sensor.fleet.coordination import decode_epoch, decode_incarnation, epoch_holder
+from zk_sensor.fleet.counter import parse_count
+from zk_sensor.fleet.outbox import decode_pending, decode_stats
+from zk_sensor.fleet.readings import decode_reading
+from zk_sensor.fleet.status import local_time
+from zk_sensor.fleet.switchover import InvalidRequest, decode_request
+from zk_sensor.fleet.validation import InvalidValue
 
 EXAMPLES = 400
 SCALARS = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True)

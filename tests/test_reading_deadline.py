@@ -24,15 +24,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kazoo.exceptions import ConnectionLoss, NodeExistsError, NoNodeError
 
-from zk_sensor.clock import Clock, clock_synchronized
-from zk_sensor.device import Device
-from zk_sensor.layout import Layout
-from zk_sensor.reader import CLOSE_WAIT, Answer, Reader, read_deadline
-from zk_sensor.readings import decode_reading, encode_reading
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.readings import decode_reading, encode_reading
+from zk_sensor.node.clock import Clock, clock_synchronized
+from zk_sensor.node.device import Device
+from zk_sensor.node.reader import CLOSE_WAIT, Answer, Reader, read_deadline
+from zk_sensor.node.settings import build_settings
 from zk_sensor.sensors import SensorError, open_sensor
-from zk_sensor.settings import build_settings
-
-from fleet import Daemon, Fleet, Receiver, status, wait_for
+from zk_sensor.testing.fleet import Daemon, Fleet, Receiver, status, wait_for
 
 TIMEOUT = 1.0
 PATH = Layout("/t").reading("n")

@@ -1,9 +1,9 @@
 """Decisions a leader takes without a server: which epoch comes next, what a broken
 coordination znode is repaired to, how the outbox is cleared in batches."""
 
-from zk_sensor.aggregate import Aggregate
-from zk_sensor.barrier import BarrierState
-from zk_sensor.coordination import (
+from zk_sensor.fleet.aggregate import Aggregate
+from zk_sensor.fleet.barrier import BarrierState
+from zk_sensor.fleet.coordination import (
     FleetState,
     decode_epoch,
     decode_incarnation,
@@ -11,11 +11,11 @@ from zk_sensor.coordination import (
     epoch_holder,
     plan_repairs,
 )
-from zk_sensor.election import live_nodes, node_of
-from zk_sensor.layout import Layout
-from zk_sensor.lease import Lease, timing_problem
-from zk_sensor.office import next_epoch
-from zk_sensor.outbox import CLEANUP_BATCH, Loaded, Outbox, OutboxStats, decode_stats
+from zk_sensor.fleet.election import live_nodes, node_of
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.lease import Lease, timing_problem
+from zk_sensor.fleet.office import next_epoch
+from zk_sensor.fleet.outbox import CLEANUP_BATCH, Loaded, Outbox, OutboxStats, decode_stats
 
 INCARNATION = "0f" * 16
 

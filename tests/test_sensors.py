@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockChargingPin, MockFactory, MockSPIDevice, MockTriggerPin
 
+from zk_sensor.node.settings import Settings, SettingsError, build_settings
 from zk_sensor.sensors import (
     Sensor,
     SensorError,
@@ -29,7 +30,6 @@ from zk_sensor.sensors.catalog import BUILTIN, MCP3XXX_CHANNELS
 from zk_sensor.sensors.gpio import LightLevel, Rangefinder
 from zk_sensor.sensors.mcp3xxx import Mcp3xxxSensor
 from zk_sensor.sensors.pins import use_pin_factory
-from zk_sensor.settings import Settings, SettingsError, build_settings
 
 BIN = Path(sys.executable).parent
 PLUGIN = Path(__file__).parent / "sensor_plugin"

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pgharness import PgServer, postgres_bin
 from test_collector import (  # noqa: F401  (run here against PostgreSQL)
     a_round,
     call,
@@ -37,8 +36,8 @@ from test_collector import (  # noqa: F401  (run here against PostgreSQL)
 from zk_sensor.collector.postgres import PostgresStore
 from zk_sensor.collector.series import RANGES
 from zk_sensor.collector.store import Round, Store
-
-from fleet import BIN, CollectorProcess, Fleet, wait_for
+from zk_sensor.testing.fleet import BIN, CollectorProcess, Fleet, wait_for
+from zk_sensor.testing.postgres import PgServer, postgres_bin
 
 pytestmark = pytest.mark.skipif(postgres_bin() is None,
                                 reason="needs Debian's postgresql package (.ci/run installs it)")

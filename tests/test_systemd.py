@@ -4,7 +4,7 @@ import signal
 import socket
 import time
 
-from fleet import Fleet, Receiver, wait_for
+from zk_sensor.testing.fleet import Fleet, Receiver, wait_for
 
 
 def test_ready_status_watchdog_and_stopping(fleet: Fleet, receiver: Receiver, tmp_path) -> None:

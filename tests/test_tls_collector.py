@@ -26,12 +26,11 @@ from typing import Any
 
 import pytest
 
-from zk_sensor.aggregate import Aggregate
-from zk_sensor.delivery import Courier
-from zk_sensor.settings import Settings
-
-from fleet import BIN, Fleet, ctl, status, wait_for
-from pki import CertificateAuthority, Issued
+from zk_sensor.fleet.aggregate import Aggregate
+from zk_sensor.node.delivery import Courier
+from zk_sensor.node.settings import Settings
+from zk_sensor.testing.fleet import BIN, Fleet, ctl, status, wait_for
+from zk_sensor.testing.pki import CertificateAuthority, Issued
 
 TOKEN = "tls-test-bearer-s3cret"
 

@@ -15,12 +15,11 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions
 
-from zk_sensor.access import Credentials
-from zk_sensor.layout import Layout
-
-import pki
-from fleet import BIN, Fleet, Receiver
-from zkharness import ZkEnsemble
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.testing import pki as pki
+from zk_sensor.testing.fleet import BIN, Fleet, Receiver
+from zk_sensor.testing.zookeeper import ZkEnsemble
+from zk_sensor.zk.access import Credentials
 
 OPERATOR = Credentials("operator", "operator-password-0123456789")
 FLEET = Credentials("fleet", "fleet-password-0123456789")

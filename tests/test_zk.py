@@ -7,10 +7,10 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.handlers.utils import selector_select
 
-from zk_sensor.election import Election, candidate_prefix
-from zk_sensor.kazoo_handler import PollingHandler, poll_select
-from zk_sensor.layout import Layout
-from zk_sensor.zk import MULTI_READ_BATCH, Zk
+from zk_sensor.fleet.election import Election, candidate_prefix
+from zk_sensor.fleet.layout import Layout
+from zk_sensor.zk.client import MULTI_READ_BATCH, Zk
+from zk_sensor.zk.handler import PollingHandler, poll_select
 
 
 def test_get_many_reads_thousands_in_multiread_batches_and_maps_missing_to_none(

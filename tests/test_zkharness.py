@@ -7,7 +7,7 @@ import time
 import pytest
 from kazoo.protocol.states import KazooState
 
-from zkharness import MakeZk, ZkEnsemble
+from zk_sensor.testing.zookeeper import MakeZk, ZkEnsemble
 
 
 def test_standalone_serves(zk_standalone: ZkEnsemble, make_zk: MakeZk) -> None:

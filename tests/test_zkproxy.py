@@ -21,11 +21,10 @@ from kazoo.protocol.serialization import CheckVersion, Create, Delete, SetData, 
 from kazoo.protocol.states import EventType, KazooState, WatchedEvent
 from kazoo.security import OPEN_ACL_UNSAFE
 
-from zk_sensor.zk import Zk
-
-from fleet import wait_for
-from zkharness import LOOPBACK, MakeZk
-from zkproxy import Request, ZkProxy, parse_request
+from zk_sensor.testing.fleet import wait_for
+from zk_sensor.testing.proxy import Request, ZkProxy, parse_request
+from zk_sensor.testing.zookeeper import LOOPBACK, MakeZk
+from zk_sensor.zk.client import Zk
 
 # Long enough that no session expires while a test holds or cuts a connection.
 SESSION_TIMEOUT_S = 10.0

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from zk_sensor.zookeeper_exporter import parse_mntr, split_hosts
-
-import pki
-from fleet import BIN, wait_for
-from zkharness import free_ports
+from zk_sensor.ctl.exporter import parse_mntr, split_hosts
+from zk_sensor.testing import pki as pki
+from zk_sensor.testing.fleet import BIN, wait_for
+from zk_sensor.testing.zookeeper import free_ports
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

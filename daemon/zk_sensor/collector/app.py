@@ -20,12 +20,11 @@ from urllib.parse import parse_qs
 
 from prometheus_client import generate_latest
 
-from ..metrics import CONTENT_TYPE
-from .auth import ANONYMOUS, SHARED, Gate
-from .backend import RoundStore, StoreUnavailable
-from .metrics import collector_registry
-from .page import CONTENT_SECURITY_POLICY, render_page
-from .parse import (
+from zk_sensor.collector.auth import ANONYMOUS, SHARED, Gate
+from zk_sensor.collector.backend import RoundStore, StoreUnavailable
+from zk_sensor.collector.metrics import collector_registry
+from zk_sensor.collector.page import CONTENT_SECURITY_POLICY, render_page
+from zk_sensor.collector.parse import (
     MAX_BODY,
     Refused,
     content_length,
@@ -35,8 +34,9 @@ from .parse import (
     round_from_query,
     whole_param,
 )
-from .series import RANGES
-from .store import Outcome, Round
+from zk_sensor.collector.series import RANGES
+from zk_sensor.collector.store import Outcome, Round
+from zk_sensor.config.serving import PROMETHEUS_CONTENT_TYPE
 
 MAX_LIMIT = 1000
 StartResponse = Callable[..., Any]
@@ -224,7 +224,7 @@ class Collector:
         return json_reply("200 OK", {"status": "ok"})
 
     def metrics(self, _environ: dict[str, Any]) -> Reply:
-        return Reply("200 OK", generate_latest(self.registry), CONTENT_TYPE)
+        return Reply("200 OK", generate_latest(self.registry), PROMETHEUS_CONTENT_TYPE)
 
     def page(self, _environ: dict[str, Any]) -> Reply:
         return Reply("200 OK", render_page(self.hostname).encode(), "text/html; charset=utf-8")

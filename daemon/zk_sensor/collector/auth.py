@@ -21,9 +21,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from ..access import read_secret_lines
-from ..sources import SettingsError
-from .parse import Refused
+from zk_sensor.collector.parse import Refused
+from zk_sensor.config.secrets import read_secret_lines
+from zk_sensor.config.sources import SettingsError
 
 log = logging.getLogger("zk_collector")
 SHARED = "shared"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from .store import Outcome, Round
+    from zk_sensor.collector.store import Outcome, Round
 
 
 class StoreUnavailable(Exception):
@@ -43,7 +43,7 @@ def open_store(database: str, db: str) -> RoundStore:
     """PostgreSQL when `database` (a libpq URI) is set, else the SQLite file `db`. The
     PostgreSQL driver is imported only then: a SQLite collector never loads it."""
     if database:
-        from .postgres import PostgresStore
+        from zk_sensor.collector.postgres import PostgresStore
         return PostgresStore(database)
-    from .store import Store
+    from zk_sensor.collector.store import Store
     return Store(Path(db))

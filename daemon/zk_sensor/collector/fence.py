@@ -28,14 +28,14 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import KazooException
 from kazoo.retry import KazooRetry
 
-from ..access import ZkAccess
-from ..barrier import decode_barrier
-from ..coordination import decode_epoch, decode_incarnation, epoch_holder
-from ..zk import ZK_ERRORS, AccessRefused, Zk, wait
-from .auth import ANONYMOUS, SHARED
-from .parse import Refused
-from .settings import CollectorSettings
-from .store import Round
+from zk_sensor.collector.auth import ANONYMOUS, SHARED
+from zk_sensor.collector.parse import Refused
+from zk_sensor.collector.settings import CollectorSettings
+from zk_sensor.collector.store import Round
+from zk_sensor.fleet.barrier import decode_barrier
+from zk_sensor.fleet.coordination import decode_epoch, decode_incarnation, epoch_holder
+from zk_sensor.zk.access import ZkAccess
+from zk_sensor.zk.client import ZK_ERRORS, AccessRefused, Zk, wait
 
 log = logging.getLogger("zk_collector")
 # Seconds for each ZooKeeper call; two reads and a sync stay well inside the request's

@@ -16,7 +16,7 @@ from collections import Counter
 
 from cheroot.server import HTTPConnection
 
-from .auth import RefusalLog
+from zk_sensor.collector.auth import RefusalLog
 
 # Seconds one request may hold a worker in all (handshake, headers, body, answer): a
 # client trickling a byte every few seconds is cut off here, not at each silence.

@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, PlatformCollector, ProcessColle
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .backend import RoundStore
+from zk_sensor.collector.backend import RoundStore
 
 # Every outcome and reason is exported from the start, at 0, so a rate() over it has no gap.
 OUTCOMES = ("stored", "duplicate", "stale_epoch", "refused", "unauthorized")

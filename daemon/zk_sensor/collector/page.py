@@ -13,8 +13,8 @@ import hashlib
 import html
 import re
 
-from .page_script import SCRIPT
-from .series import RANGES
+from zk_sensor.collector.page_script import SCRIPT
+from zk_sensor.collector.series import RANGES
 
 TABLE_ROUNDS = 20
 REFRESH_SECONDS = 5

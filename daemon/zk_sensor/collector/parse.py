@@ -10,8 +10,8 @@ import math
 import re
 from typing import Any
 
-from ..codec import Undecodable, decode_json
-from .store import Round
+from zk_sensor.codec import Undecodable, decode_json
+from zk_sensor.collector.store import Round
 
 MAX_BODY = 16 * 1024
 MAX_INTEGER = 2**63 - 1  # SQLite's largest INTEGER: a larger one would fail the insert

@@ -31,10 +31,10 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from .backend import StoreUnavailable
-from .schema import SPANS
-from .series import RANGES, SeriesQueries, series
-from .store import COLUMNS, NEWEST, SELECT_ROUNDS, Outcome, Round, summarize
+from zk_sensor.collector.backend import StoreUnavailable
+from zk_sensor.collector.schema import SPANS
+from zk_sensor.collector.series import RANGES, SeriesQueries, series
+from zk_sensor.collector.store import COLUMNS, NEWEST, SELECT_ROUNDS, Outcome, Round, summarize
 
 log = logging.getLogger("zk_collector")
 

@@ -18,9 +18,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from ..sources import SettingsError
-from .backend import RoundStore, StoreUnavailable
-from .schema import SPANS
+from zk_sensor.collector.backend import RoundStore, StoreUnavailable
+from zk_sensor.collector.schema import SPANS
+from zk_sensor.config.sources import SettingsError
 
 log = logging.getLogger("zk_collector")
 

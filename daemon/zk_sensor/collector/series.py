@@ -13,7 +13,7 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from .schema import SPANS
+from zk_sensor.collector.schema import SPANS
 
 DAY = 86400
 

@@ -21,13 +21,12 @@ from cheroot.server import HTTPConnection, HTTPRequest
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cheroot.wsgi import Server
 
-from ..sources import SettingsError, layered
-from .app import Collector
-from .auth import Gate
-from .backend import open_store
-from .guard import BUSY, Guard
-from .retention import Pruner, parse_retention
-from .settings import (
+from zk_sensor.collector.app import Collector
+from zk_sensor.collector.auth import Gate
+from zk_sensor.collector.backend import open_store
+from zk_sensor.collector.guard import BUSY, Guard
+from zk_sensor.collector.retention import Pruner, parse_retention
+from zk_sensor.collector.settings import (
     ENV_PREFIX,
     CollectorSettings,
     check_fence_files,
@@ -35,12 +34,13 @@ from .settings import (
     fleet_names,
     is_loopback,
     parse_args,
-    split_listen,
     tls_context,
     write_credentials,
 )
+from zk_sensor.config.serving import split_listen
+from zk_sensor.config.sources import SettingsError, layered
 
-__all__ = ["main", "split_listen"]
+__all__ = ["main"]
 log = logging.getLogger("zk_collector")
 # Seconds a connection may stay silent (a TLS handshake, a request, an idle keep-alive)
 # before its worker thread gives it up.
@@ -179,7 +179,7 @@ def build_app(settings: CollectorSettings, host: str) -> tuple[Collector, str]:
                 seed_get_writes=seed_get)
     fence = None
     if settings.fence_zookeeper:
-        from .fence import ZkFence
+        from zk_sensor.collector.fence import ZkFence
         fence = ZkFence.connect(settings)
     writes = (f"need a bearer token ({', '.join(sorted(credentials))})" if credentials
               else "open" if is_loopback(host) else "open to anyone (insecure_open_writes)")

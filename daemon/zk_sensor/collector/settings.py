@@ -11,9 +11,9 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..access import check_private, check_readable
-from ..sources import SettingsError
-from .auth import read_credentials
+from zk_sensor.collector.auth import read_credentials
+from zk_sensor.config.secrets import check_private, check_readable
+from zk_sensor.config.sources import SettingsError
 
 ENV_PREFIX = "ZK_COLLECTOR_"
 
@@ -38,17 +38,6 @@ class CollectorSettings:
     threads: int = 16
     log_level: str = "info"
     retention: str = "365d"
-
-
-def split_listen(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        raise SettingsError(f"listen {listen!r} must be HOST:PORT") from None
-    if not host or not 0 <= number <= 65535:
-        raise SettingsError(f"listen {listen!r} must be HOST:PORT")
-    return host.strip("[]"), number
 
 
 def is_loopback(host: str) -> bool:
@@ -97,7 +86,7 @@ def describe_database(settings: CollectorSettings) -> str:
     the collector with one line (its driver is imported only then)."""
     if not settings.database:
         return settings.db
-    from .postgres import check_url
+    from zk_sensor.collector.postgres import check_url
     try:
         return check_url(settings.database)
     except ValueError as error:

@@ -23,9 +23,9 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from .retention import forget
-from .schema import immediate, prepare
-from .series import RANGES, roll_up, series
+from zk_sensor.collector.retention import forget
+from zk_sensor.collector.schema import immediate, prepare
+from zk_sensor.collector.series import RANGES, roll_up, series
 
 COLUMNS = ("id", "fleet", "incarnation", "round", "epoch", "leader", "mean", "count", "min",
            "max", "measured_at", "received_at", "source")

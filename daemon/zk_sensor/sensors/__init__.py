@@ -7,8 +7,8 @@ about a fifth of a node's resident memory, and a DS18B20 or plug-in node never n
 
 from typing import Any
 
-from .base import Sensor, SensorError, SensorUnavailable, take_reading
-from .loader import open_sensor, read_once
+from zk_sensor.sensors.base import Sensor, SensorError, SensorUnavailable, take_reading
+from zk_sensor.sensors.loader import open_sensor, read_once
 
 __all__ = [
     "SIMULATED_HIGH",
@@ -28,7 +28,7 @@ LAZY_FROM_SIMULATED = ("SimulatedSensor", "SIMULATED_LOW", "SIMULATED_HIGH")
 def __getattr__(name: str) -> Any:
     """The simulation's names, imported (with gpiozero) only when asked for."""
     if name in LAZY_FROM_SIMULATED:
-        from . import simulated
+        from zk_sensor.sensors import simulated
 
         return getattr(simulated, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

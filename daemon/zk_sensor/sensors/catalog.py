@@ -10,13 +10,13 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from ..sources import SettingsError
-from .base import period_too_short
-from .board import pin_factory_problem
-from .w1 import missing_device, settings_min_read_time
+from zk_sensor.config.sources import SettingsError
+from zk_sensor.sensors.base import period_too_short
+from zk_sensor.sensors.board import pin_factory_problem
+from zk_sensor.sensors.w1 import missing_device, settings_min_read_time
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from zk_sensor.node.settings import Settings
 
 PLUGIN_GROUP = "zk_sensor.sensors"
 

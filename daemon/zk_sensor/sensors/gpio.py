@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 from gpiozero import DistanceSensor, LightSensor
 from gpiozero.pins import Factory
 
-from .base import SensorError
-from .pins import hardware_pin_factory, warnings_logged
+from zk_sensor.sensors.base import SensorError
+from zk_sensor.sensors.pins import hardware_pin_factory, warnings_logged
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from zk_sensor.node.settings import Settings
 
 # gpiozero caps distances at max_distance (default 1 m); an HC-SR04 ranges to 4 m.
 HC_SR04_RANGE = 4.0

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 from gpiozero import CPUTemperature, DiskUsage, LoadAverage
 from gpiozero.pins.mock import MockFactory
 
-from .base import SensorUnavailable
-from .pins import use_pin_factory
+from zk_sensor.sensors.base import SensorUnavailable
+from zk_sensor.sensors.pins import use_pin_factory
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from zk_sensor.node.settings import Settings
 
 
 class LoadAverageSensor:

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from .base import Bounded, Sensor, SensorError, SensorUnavailable, take_reading
-from .catalog import BUILTIN, PLUGIN_GROUP
-from .workdir import writable_directory
+from zk_sensor.sensors.base import Bounded, Sensor, SensorError, SensorUnavailable, take_reading
+from zk_sensor.sensors.catalog import BUILTIN, PLUGIN_GROUP
+from zk_sensor.sensors.workdir import writable_directory
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from zk_sensor.node.settings import Settings
 
 # Long enough for gpiozero's first smoothed value (an HC-SR04's nine echoes) and a
 # 1-Wire conversion (750 ms), short enough for an operator waiting at a prompt.

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 import gpiozero
 from gpiozero.pins import Factory
 
-from .catalog import MCP3XXX_CHANNELS
-from .pins import forget_pin_history, hardware_pin_factory, warnings_logged
+from zk_sensor.sensors.catalog import MCP3XXX_CHANNELS
+from zk_sensor.sensors.pins import forget_pin_history, hardware_pin_factory, warnings_logged
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from zk_sensor.node.settings import Settings
 
 
 class Mcp3xxxSensor:

@@ -18,8 +18,8 @@ from gpiozero import Device
 from gpiozero.pins import Factory
 from gpiozero.pins.mock import MockPin
 
-from .base import SensorUnavailable
-from .workdir import current_directory, directory_writable
+from zk_sensor.sensors.base import SensorUnavailable
+from zk_sensor.sensors.workdir import current_directory, directory_writable
 
 log = logging.getLogger("zk_sensor")
 

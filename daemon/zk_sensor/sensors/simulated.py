@@ -17,10 +17,10 @@ from gpiozero import MCP3008
 from gpiozero.pins import SPI
 from gpiozero.pins.mock import MockFactory
 
-from .pins import use_pin_factory
+from zk_sensor.sensors.pins import use_pin_factory
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from zk_sensor.node.settings import Settings
 
 SIMULATED_LOW = 75.0
 SIMULATED_HIGH = 85.0

@@ -22,10 +22,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .base import SensorError, SensorUnavailable
+from zk_sensor.sensors.base import SensorError, SensorUnavailable
 
 if TYPE_CHECKING:
-    from ..settings import Settings
+    from zk_sensor.node.settings import Settings
 
 log = logging.getLogger("zk_sensor")
 
