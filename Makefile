@@ -3,13 +3,19 @@
 #   make venv    .venv with the package (editable) and the dev tools (pytest, ruff)
 #   make demo    a 3-server ZooKeeper ensemble, 3 daemons and zk-collector (demo/demo.py);
 #                prints the line that points zk-sensorctl at it (.demo/zk-sensorctl.toml)
-#   make test    ruff, then the whole test suite against real ZooKeeper servers
+#   make check   ruff, mypy (strict) and the fast tier (tests/fast: the protocol against an
+#                in-memory ZooKeeper, plus the pure-logic tests): under 2 minutes
+#   make test    ruff, mypy, then the whole suite (fast, integration against real ZooKeeper
+#                servers, the lab) on pytest-xdist workers, one test file per worker
 #   make lint    ruff only
 #   make soak    the randomized nemesis alone for 10 minutes (NEMESIS_SEED=S replays a run)
 #   make bench   the collector's throughput, memory and page load; the fleet's cost and
 #                scale: real daemons, the swarm, the seed's design (bench/)
 #   make lab     systemd-nspawn machines from ansible/inventory, provisioned by site.yml (root)
 #   make lab-down  stop and remove them (ansible/lab/lab.py)
+#   make docs    docs/generate.py (the generated references), then mkdocs build --strict
+#                into build/site
+#   make man     man pages of the four programs into build/man (man -l build/man/zk-sensor.1)
 #   make clean   caches, build output and .demo/ (keeps .venv; `make distclean` drops it too)
 #
 # The tests and the demo start Debian's `zookeeper` package; `make zookeeper` installs it
@@ -29,8 +35,11 @@ VENV_STAMP := $(VENV)/.installed
 ZK_JAR := /usr/share/java/zookeeper.jar
 PROMTOOL := /usr/bin/promtool
 PYTEST_ARGS ?= -q -ra
+# Workers for `make test`: the suite mostly waits on servers and timers, so more workers
+# than cores pays; a file's tests stay on one worker (their module fixtures are costly).
+TEST_WORKERS ?= 4
 
-.PHONY: venv zookeeper promtool demo test soak lint bench clean distclean lab lab-down
+.PHONY: venv zookeeper promtool demo check test soak lint bench clean distclean lab lab-down docs man
 
 venv: $(VENV_STAMP)
 
@@ -81,9 +90,15 @@ promtool:
 demo: venv zookeeper
 	$(VENV_PY) demo/demo.py
 
+check: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest $(PYTEST_ARGS) -m fast
+
 test: venv zookeeper promtool
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/pytest $(PYTEST_ARGS)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest $(PYTEST_ARGS) -n $(TEST_WORKERS) --dist loadfile
 
 soak: venv zookeeper
 	NEMESIS_SECONDS=600 $(VENV)/bin/pytest -s -q tests/test_nemesis.py
@@ -97,6 +112,13 @@ lab: venv
 
 lab-down: venv
 	$(VENV_PY) ansible/lab/lab.py down
+
+docs: venv
+	$(VENV_PY) docs/generate.py
+	$(VENV)/bin/mkdocs build --strict --site-dir build/site
+
+man: venv
+	$(VENV_PY) docs/generate.py --man-only --man build/man
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -31,7 +31,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -45,8 +44,9 @@ from pathlib import Path
 from zk_sensor.collector.retention import STEP_ROUNDS
 from zk_sensor.collector.schema import derive, prepare
 from zk_sensor.collector.store import Store
+from zk_sensor.testing.collector import CollectorFailed, CollectorProcess, collector_env
+from zk_sensor.testing.ports import free_port
 
-BIN = Path(sys.executable).parent
 LOAD_SECONDS = 5.0
 CONNECTIONS = 4
 HISTORY_ROWS = 10_000_000
@@ -62,28 +62,19 @@ PAGE = ("/", "/api/summary", f"/api/series?fleet={FLEET}&range=year",
         f"/api/rounds?fleet={FLEET}&limit=20")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def start_collector(db: Path, log: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    command = [str(BIN / "zk-collector"), "--listen", f"127.0.0.1:{port}", "--db", str(db),
-               "--log-level", "warning"]
-    if shutil.which("taskset"):
-        command = ["taskset", "-c", "0", *command]
-    with log.open("wb") as sink:
-        process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-            return process, port
-        time.sleep(0.05)
-    process.kill()
-    raise SystemExit(f"collector did not start:\n{log.read_text()}")
+    """A collector on CPU 0 (at --log-level warning it logs no "serving on" line, so it
+    gets a fixed free port and is ready once that port accepts)."""
+    collector = CollectorProcess(
+        db, log, args=("--log-level", "warning"),
+        prefix=("taskset", "-c", "0") if shutil.which("taskset") else (),
+        env={**collector_env(), "PYTHONUNBUFFERED": "1"})
+    try:
+        collector.start_on(free_port())
+    except CollectorFailed as failure:
+        raise SystemExit(f"collector did not start: {failure}\n{collector.log()}") from None
+    assert collector.process is not None
+    return collector.process, collector.port
 
 
 @contextlib.contextmanager

@@ -41,15 +41,14 @@ from pathlib import Path
 
 from kazoo.client import KazooClient
 
+# bench/seed.py, next to this script: Python puts a script's directory first on sys.path.
+from seed import run_seed
+
 from zk_sensor.fleet.readings import encode_reading
+from zk_sensor.testing.fleet import Receiver, wait_for
+from zk_sensor.testing.zookeeper import ZkEnsemble
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
-
-from seed import run_seed  # noqa: E402
-
-from zk_sensor.testing.fleet import Receiver, wait_for  # noqa: E402
-from zk_sensor.testing.zookeeper import ZkEnsemble  # noqa: E402
 
 BIN = Path(sys.executable).parent
 # The interpreter of the machines Ansible deploys on (the zk_sensor role's venv is made

@@ -78,7 +78,6 @@ from kazoo.recipe.counter import Counter
 from kazoo.retry import ForceRetryError
 
 BENCH = Path(__file__).resolve().parent
-REPO = BENCH.parent
 # A child interpreter, not multiprocessing: spawn would re-import the caller's main script
 # and fork would copy the locks of the caller's threads.
 DEVICE_PROCESS = (
@@ -466,7 +465,6 @@ def run_seed(hosts: str, devices: int, rounds: int, period: float,
 @contextlib.contextmanager
 def local_ensemble() -> Iterator[str]:
     """Three ZooKeeper servers on loopback from the test harness, for running alone."""
-    sys.path.insert(0, str(REPO / "tests"))
     from zk_sensor.testing.zookeeper import ZkEnsemble
 
     with tempfile.TemporaryDirectory(prefix="seed-bench-") as tmp:

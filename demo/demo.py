@@ -32,7 +32,6 @@ import contextlib
 import fcntl
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -47,12 +46,13 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+# The demo runs the test harness's ZooKeeper servers and collector process
+# (zk_sensor.testing), exactly those the tests run (same jars, logging, JVM options, free
+# ports, start-up checks): one copy, never two that drift.
+from zk_sensor.testing.collector import CollectorFailed, CollectorProcess, collector_env
+from zk_sensor.testing.zookeeper import LOOPBACK, ZkEnsemble
+
 REPO = Path(__file__).resolve().parent.parent
-# The ZooKeeper harness stays in tests/, where the suite imports it from, and the demo
-# borrows it so that it runs exactly the servers the tests run (same jars, logging, JVM
-# options, free ports): one copy, never two that drift.
-sys.path.insert(0, str(REPO / "tests"))
-from zk_sensor.testing.zookeeper import LOOPBACK, ZkEnsemble  # noqa: E402  (needs the path above)
 
 DEFAULT_DEMO_DIR = REPO / ".demo"
 LOCK_NAME = "demo.lock"
@@ -113,13 +113,8 @@ def bin_path(name: str) -> Path:
     return Path(found)
 
 
-class CollectorFailed(RuntimeError):
-    """zk-collector did not come up, or exited while the demo waited for it."""
-
-
 # The demo talks only to 127.0.0.1: never through an http_proxy from the environment.
 HTTP = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-SERVING_LINE = re.compile(r"serving on http://(?P<host>[^/\s]+):(?P<port>\d+)/")
 
 
 def clean_env(prefix: str) -> dict[str, str]:
@@ -186,9 +181,20 @@ class Collector:
     def __init__(self, demo_dir: Path) -> None:
         self.log_file = demo_dir / "collector.log"
         self.db_file = demo_dir / "rounds.sqlite3"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port: int | None = None
+        # Appending to its log: after a fallback it still shows why the first attempt failed.
+        self.server = CollectorProcess(
+            self.db_file, self.log_file, host=LOOPBACK, prefix=supervised([]),
+            popen={"stdin": subprocess.DEVNULL, "cwd": REPO, "start_new_session": True},
+            env=collector_env())
         self.reported_exit = False
+
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return self.server.process
+
+    @property
+    def port(self) -> int:
+        return self.server.port
 
     @property
     def base_url(self) -> str:
@@ -211,65 +217,34 @@ class Collector:
         wanted = COLLECTOR_PORT if port_is_free(COLLECTOR_PORT) else 0
         if wanted == 0:
             say(f"port {COLLECTOR_PORT} is taken: the collector gets a free port instead")
-        self._launch(wanted)
         try:
-            self._wait_ready(began + COLLECTOR_START_TIMEOUT_S)
+            self._start_on(wanted, began + COLLECTOR_START_TIMEOUT_S)
         except CollectorFailed as failure:
-            if wanted == 0 or self.proc is None or self.proc.poll() is None:
+            if wanted == 0 or failure.exit_code is None:
                 raise
             say(f"{failure}; retrying on a free port")
-            self._launch(0)
-            self._wait_ready(time.monotonic() + COLLECTOR_START_TIMEOUT_S)
+            self._start_on(0, time.monotonic() + COLLECTOR_START_TIMEOUT_S)
         return time.monotonic() - began
 
-    def _launch(self, port: int) -> None:
-        self.port = port or None
-        command = [
-            str(bin_path("zk-collector")),
-            *("--listen", f"{LOOPBACK}:{port}"),
-            *("--db", str(self.db_file)),
-        ]
-        # Appending: after a fallback the log still shows why the first attempt failed.
-        with self.log_file.open("ab") as log:
-            self.proc = subprocess.Popen(
-                supervised(command),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                env=clean_env("ZK_COLLECTOR_"),
-                start_new_session=True,
-            )
-
-    def _last_log_line(self) -> str:
-        with contextlib.suppress(OSError):
-            lines = self.log_file.read_text(errors="replace").strip().splitlines()
-            if lines:
-                return lines[-1]
-        return "(empty log)"
-
-    def _wait_ready(self, deadline: float) -> None:
-        """Poll until /healthz answers 200; CollectorFailed on exit or at the deadline."""
+    def _start_on(self, port: int, deadline: float) -> None:
+        """Launch on `port` (0: a free one, read back from its "serving on" line), then poll
+        until /healthz answers 200; CollectorFailed on exit or at the deadline."""
+        try:
+            self.server.start_on(port, timeout=max(deadline - time.monotonic(), 0.0))
+        except CollectorFailed as failure:
+            raise CollectorFailed(f"{failure}; see {shown(self.log_file)}",
+                                  failure.exit_code) from None
         assert self.proc is not None
-        while True:
+        while not self.healthy():
             code = self.proc.poll()
             if code is not None:
                 raise CollectorFailed(
-                    f"zk-collector exited with code {code} ({self._last_log_line()}); "
-                    f"see {shown(self.log_file)}"
-                )
-            if self.port is None:
-                with contextlib.suppress(OSError):
-                    found = SERVING_LINE.search(self.log_file.read_text(errors="replace"))
-                    if found:
-                        self.port = int(found["port"])
-            if self.port is not None and self.healthy():
-                return
+                    f"zk-collector exited with code {code} ({self.server.last_log_line()}); "
+                    f"see {shown(self.log_file)}", code)
             if time.monotonic() >= deadline:
                 raise CollectorFailed(
                     f"zk-collector (pid {self.proc.pid}) did not answer /healthz within "
-                    f"{COLLECTOR_START_TIMEOUT_S:.0f} s; see {shown(self.log_file)}"
-                )
+                    f"{COLLECTOR_START_TIMEOUT_S:.0f} s; see {shown(self.log_file)}")
             time.sleep(0.1)
 
     def healthy(self) -> bool:

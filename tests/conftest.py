@@ -1,4 +1,4 @@
-"""Shared fixtures: real ZooKeeper servers and kazoo clients (see zkharness.py)."""
+"""Shared fixtures: real ZooKeeper servers and kazoo clients (see zk_sensor.testing.zookeeper)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 from kazoo.client import KazooClient
 
 from zk_sensor.testing import pki as pki
-from zk_sensor.testing.fleet import CollectorProcess, Fleet, Receiver
+from zk_sensor.testing.collector import CollectorProcess
+from zk_sensor.testing.fleet import Fleet, Receiver
 from zk_sensor.testing.postgres import PgServer
 from zk_sensor.testing.zookeeper import MakeZk, ZkEnsemble
 
@@ -24,6 +25,19 @@ START_TIMEOUT_S = 60.0
 def pytest_configure(config: pytest.Config) -> None:
     """Register markers here too, so they hold even without pyproject's ini options."""
     config.addinivalue_line("markers", "ensemble: uses a fresh 3-server ZooKeeper ensemble")
+
+
+# The longest files first: `make test` gives each file to one worker, and the lab's twelve
+# minutes then overlap the rest of the suite instead of starting when it is nearly done.
+LONGEST_FIRST = ("test_lab.py", "test_nemesis.py", "test_faults.py", "test_failover.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -178,7 +192,7 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[pki.TlsServ
 
 @pytest.fixture(scope="module")
 def pg() -> Iterator[PgServer]:
-    """A PostgreSQL server of Debian's package for one test module (pgharness.py)."""
+    """A PostgreSQL server of Debian's package for one test module (zk_sensor.testing.postgres)."""
     server = PgServer().start()
     try:
         yield server

@@ -15,7 +15,6 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -26,27 +25,14 @@ from hypothesis import strategies as st
 from kazoo.client import KazooClient
 
 from zk_sensor.node.delivery import classify
-from zk_sensor.testing.fleet import BIN, Fleet, wait_for
+from zk_sensor.testing.collector import CollectorProcess as Collector
+from zk_sensor.testing.fleet import Fleet, wait_for
 from zk_sensor.testing.pki import CertificateAuthority
+from zk_sensor.testing.ports import free_port
 
 TOP_EPOCH = 2**63 - 1
 TOKENS = {"1": "token-of-node-1", "2": "token-of-node-2"}
 SHARED_TOKEN = "the-shared-token"
-
-
-@dataclass
-class Collector:
-    process: subprocess.Popen[bytes]
-    log_file: Path
-    port: int
-
-    def log(self) -> str:
-        return self.log_file.read_text()
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-        self.process.wait(15)
 
 
 def private_file(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -60,12 +46,14 @@ def tokens_file(tmp_path: Path) -> Path:
     return private_file(tmp_path / "tokens", lines)
 
 
+def collector_in(tmp_path: Path, *args: str, host: str = "127.0.0.1") -> Collector:
+    return Collector(tmp_path / "rounds.sqlite3", tmp_path / "collector.log", args=args,
+                     host=host)
+
+
 def launch(tmp_path: Path, *args: str, listen: str = "127.0.0.1:0") -> subprocess.Popen[bytes]:
-    log_file = tmp_path / "collector.log"
-    with log_file.open("ab") as sink:
-        return subprocess.Popen([str(BIN / "zk-collector"), "--listen", listen, "--db",
-                                 str(tmp_path / "rounds.sqlite3"), *args],
-                                stdout=sink, stderr=subprocess.STDOUT)
+    host, port = listen.rsplit(":", 1)
+    return collector_in(tmp_path, *args, host=host).launch(int(port))
 
 
 def exit_status(process: subprocess.Popen[bytes]) -> int | None:
@@ -79,19 +67,8 @@ def exit_status(process: subprocess.Popen[bytes]) -> int | None:
 
 
 def start(tmp_path: Path, *args: str, listen: str = "127.0.0.1:0") -> Collector:
-    process = launch(tmp_path, *args, listen=listen)
-    log_file = tmp_path / "collector.log"
-    try:
-        found = wait_for(lambda: re.findall(r"serving on http://[0-9.]+:(\d+)/",
-                                            log_file.read_text())
-                         or process.poll() is not None, 15, "zk-collector to listen")
-        assert process.poll() is None, log_file.read_text()
-    except BaseException:
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        raise
-    return Collector(process, log_file, int(found[-1]))
+    host, port = listen.rsplit(":", 1)
+    return collector_in(tmp_path, *args, host=host).start_on(int(port))
 
 
 @pytest.fixture
@@ -200,7 +177,8 @@ def test_a_node_token_cannot_deliver_as_another_leader(guarded: Collector) -> No
 
 
 def test_a_token_holder_can_still_raise_the_fence_without_zookeeper(guarded: Collector) -> None:
-    """What the README says a token alone cannot prevent: the fence needs ZooKeeper."""
+    """What the threat model (docs/explanation/threat-model.md) says a token alone
+    cannot prevent: the fence needs ZooKeeper."""
     assert post(guarded, a_round(1, epoch=TOP_EPOCH), token=TOKENS["1"])[0] == 201
     assert post(guarded, a_round(2, epoch=5), token=TOKENS["1"])[0] == 409
 
@@ -435,13 +413,11 @@ def test_every_answer_carries_the_security_headers(open_demo: Collector) -> None
 def test_https_answers_carry_hsts(tmp_path: Path) -> None:
     ca = CertificateAuthority(tmp_path / "ca")
     issued = ca.issue("collector")
-    process = launch(tmp_path, "--cert-file", str(issued.cert), "--key-file", str(issued.key))
+    running = start(tmp_path, "--cert-file", str(issued.cert), "--key-file", str(issued.key))
     try:
-        found = wait_for(lambda: re.findall(r"serving on https://127\.0\.0\.1:(\d+)/",
-                                            (tmp_path / "collector.log").read_text()), 15,
-                         "zk-collector to listen")
+        assert running.scheme == "https"
         context = ssl.create_default_context(cafile=str(ca.cert))
-        connection = http.client.HTTPSConnection("127.0.0.1", int(found[-1]), timeout=10,
+        connection = http.client.HTTPSConnection("127.0.0.1", running.port, timeout=10,
                                                  context=context)
         connection.request("GET", "/healthz")
         reply = connection.getresponse()
@@ -449,8 +425,7 @@ def test_https_answers_carry_hsts(tmp_path: Path) -> None:
         assert reply.getheader("Strict-Transport-Security", "").startswith("max-age=")
         connection.close()
     finally:
-        process.terminate()
-        process.wait(15)
+        running.stop()
 
 
 def test_the_page_policy_allows_its_own_script_and_nothing_else(open_demo: Collector) -> None:
@@ -579,9 +554,7 @@ def test_the_fence_takes_only_what_the_leader_may_deliver(
 
 
 def test_the_fence_answers_503_when_zookeeper_is_out_of_reach(tmp_path: Path) -> None:
-    with socket.socket() as unused:
-        unused.bind(("127.0.0.1", 0))
-        dead = f"127.0.0.1:{unused.getsockname()[1]}"
+    dead = f"127.0.0.1:{free_port()}"
     running = start(tmp_path, "--tokens-file", str(tokens_file(tmp_path)),
                     "--fence-zookeeper", dead, "--fleets", "/f")
     try:

@@ -19,7 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_deploy_servers import render_firewall
+
+from zk_sensor.testing.deploy import render_firewall
 
 pytestmark = pytest.mark.skipif(
     not shutil.which("nft") or not shutil.which("ip") or sys.platform != "linux"

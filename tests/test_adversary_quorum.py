@@ -24,12 +24,11 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 
+from zk_sensor.testing.deploy import FLEET_PKI
 from zk_sensor.testing.zookeeper import LOOPBACK, ZkEnsemble, ZkServer
 
 pytestmark = pytest.mark.ensemble
 
-REPO = Path(__file__).resolve().parent.parent
-FLEET_PKI = REPO / "ansible" / "roles" / "zk_pki" / "files" / "fleet_pki.py"
 START_TIMEOUT_S = 90.0
 REFUSAL_TIMEOUT_S = 60.0
 POLL_S = 0.2

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
-from zk_sensor.testing.zookeeper import LOOPBACK, ZkServer, free_ports, tls_config
+from zk_sensor.testing.deploy import FLEET_PKI
+from zk_sensor.testing.ports import free_ports
+from zk_sensor.testing.zookeeper import LOOPBACK, ZkServer, tls_config
 
-REPO = Path(__file__).resolve().parent.parent
-FLEET_PKI = REPO / "ansible" / "roles" / "zk_pki" / "files" / "fleet_pki.py"
 START_TIMEOUT_S = 60.0
 # The JVM reads a changed CRL again within 30 s (its CRL cache); a little more.
 REVOCATION_TIMEOUT_S = 60.0

@@ -23,29 +23,15 @@ from kazoo.security import ACL, OPEN_ACL_UNSAFE, Id, Permissions
 from zk_sensor.config.sources import SettingsError
 from zk_sensor.fleet.layout import Layout
 from zk_sensor.fleet.members import InvalidRevoked, decode_revoked, read_members_file
-from zk_sensor.testing.fleet import BIN, Fleet, Receiver, wait_for
+from zk_sensor.testing.fleet import BIN, Fleet, Receiver, run_ctl, wait_for
+from zk_sensor.testing.identities import OPERATOR, identity_client, write_credentials
 from zk_sensor.testing.zookeeper import ZkEnsemble
 from zk_sensor.zk.access import Credentials
 
-OPERATOR = Credentials("operator", "operator-password-0123456789")
 SUPER = Credentials("super", "super-password-0123456789")
 NODES = {node: Credentials(f"node-{node}", f"node-{node}-password-0123456789")
          for node in ("1", "2", "3")}
 READ_WRITE = Permissions.READ | Permissions.WRITE
-
-
-def write_credentials(directory: Path, credentials: Credentials) -> Path:
-    path = directory / f"{credentials.user}.auth"
-    path.write_text(f"{credentials.user}:{credentials.password}\n")
-    path.chmod(0o600)
-    return path
-
-
-def client_as(hosts: str, credentials: Credentials | None) -> KazooClient:
-    auth = [("digest", f"{credentials.user}:{credentials.password}")] if credentials else None
-    client = KazooClient(hosts=hosts, auth_data=auth)
-    client.start(timeout=10)
-    return client
 
 
 @pytest.fixture(scope="module")
@@ -77,9 +63,7 @@ class Members:
         return write_credentials(self.directory, credentials)
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([str(BIN / "zk-sensorctl"), "--zookeeper", self.hosts,
-                               "--namespace", self.namespace, *args],
-                              capture_output=True, text=True, timeout=60)
+        return run_ctl(self.hosts, self.namespace, *args)
 
     def as_identity(self, credentials: Credentials, *args: str) -> \
             subprocess.CompletedProcess[str]:
@@ -113,9 +97,10 @@ def members(guarded_server: ZkEnsemble, tmp_path: Path) -> Iterator[Members]:
     namespace = f"/adversary-{secrets.token_hex(3)}"
     lines = [members_line(tmp_path, credentials) for credentials in NODES.values()]
     (tmp_path / "members").write_text("# the fleet\n" + "\n".join(lines) + "\n")
-    clients = {"operator": client_as(hosts, OPERATOR), "super": client_as(hosts, SUPER),
-               "anyone": client_as(hosts, None)}
-    clients.update({node: client_as(hosts, credentials) for node, credentials in NODES.items()})
+    clients = {"operator": identity_client(hosts, OPERATOR),
+               "super": identity_client(hosts, SUPER), "anyone": identity_client(hosts, None)}
+    clients.update({node: identity_client(hosts, credentials)
+                    for node, credentials in NODES.items()})
     setup = Members(hosts, namespace, tmp_path, clients)
     applied = setup.apply()
     assert applied.returncode == 0, applied.stderr

@@ -22,9 +22,9 @@ RULES_DIR = REPO / "prometheus"
 RULES = RULES_DIR / "zk-sensor.rules.yml"
 RULES_TESTS = RULES_DIR / "zk-sensor.rules.test.yml"
 EXPORTERS = (
-    REPO / "daemon" / "zk_sensor" / "metrics.py",
+    REPO / "daemon" / "zk_sensor" / "node" / "metrics.py",
     REPO / "daemon" / "zk_sensor" / "collector" / "metrics.py",
-    REPO / "daemon" / "zk_sensor" / "zookeeper_exporter.py",
+    REPO / "daemon" / "zk_sensor" / "ctl" / "exporter.py",
 )
 PROMTOOL_TIMEOUT_S = 60
 OUR_METRIC = re.compile(r"\b(zk_(?:sensor|collector)_[a-z0-9_]+|zookeeper_up)\b")

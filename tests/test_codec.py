@@ -21,6 +21,9 @@ from zk_sensor.codec import (
     whole_number,
 )
 
+# Pure logic, no server: part of the fast tier (make check).
+pytestmark = pytest.mark.fast
+
 
 @pytest.mark.parametrize("payload", [
     b'{"round": 3, "last": {"mean": 1.5, "ok": [true, false, null]}}',

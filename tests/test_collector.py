@@ -1,49 +1,34 @@
 """zk-collector through real HTTP: the seed's endpoint, JSON rounds, dedupe, fencing,
-token, bad input, durability across restarts and crashes."""
+token, bad input, durability across restarts and crashes. The tests on a `collector` run
+against both stores, SQLite and PostgreSQL."""
 
 import json
 import signal
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from zk_sensor.testing.fleet import CollectorProcess
+from zk_sensor.testing.collector import CollectorProcess, a_round, call, post_round, stored
+from zk_sensor.testing.postgres import PgServer, postgres_bin
 
 
-def call(url: str, method: str = "GET", body: bytes | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, Any] | str]:
-    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            status, raw = response.status, response.read()
-            kind = response.headers.get_content_type()
-    except urllib.error.HTTPError as error:
-        status, raw, kind = error.code, error.read(), error.headers.get_content_type()
-    return status, json.loads(raw) if kind == "application/json" else raw.decode()
-
-
-def post_round(collector: CollectorProcess, payload: Any, headers: dict[str, str] | None = None,
-               content_type: str = "application/json") -> tuple[int, Any]:
-    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-    return call(collector.url("/api/rounds"), "POST", body,
-                {"Content-Type": content_type, **(headers or {})})
-
-
-def stored(collector: CollectorProcess) -> list[dict[str, Any]]:
-    status, body = call(collector.url("/api/rounds?limit=1000"))
-    assert status == 200
-    return body["rounds"]
-
-
-def a_round(number: int, epoch: int = 1, mean: float = 80.0,
-            incarnation: str | None = None) -> dict[str, Any]:
-    """A daemon's JSON round; without `incarnation`, as an older daemon sends it."""
-    payload = {"mean": mean, "count": 3, "min": mean - 2, "max": mean + 2, "round": number,
-               "epoch": epoch, "leader": "2", "time": 1_800_000_000.0 + number, "fleet": "/f"}
-    return payload if incarnation is None else {**payload, "incarnation": incarnation}
+@pytest.fixture(params=["sqlite", "postgresql"])
+def collector(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[CollectorProcess]:
+    """A running zk-collector on each store: the embedded SQLite, and a database of its own
+    on the module's PostgreSQL server (test_shared_store.py has the rest of PostgreSQL's:
+    the same rules, several collectors on one database)."""
+    if request.param == "sqlite":
+        running = CollectorProcess(tmp_path / "rounds.sqlite3", tmp_path / "collector.log")
+    else:
+        if postgres_bin() is None:
+            pytest.skip("needs Debian's postgresql package (.ci/run installs it)")
+        pg: PgServer = request.getfixturevalue("pg")
+        running = CollectorProcess(tmp_path / "unused.sqlite3", tmp_path / "collector.log",
+                                   database=pg.url(pg.new_database(), pg.passfile(tmp_path)))
+    running.start()
+    yield running
+    running.stop()
 
 
 def test_seed_endpoint_stores_dato(collector: CollectorProcess) -> None:

@@ -20,13 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_collector import call as http_call
 
 from zk_sensor.collector import schema
 from zk_sensor.collector.app import Collector
 from zk_sensor.collector.retention import STEP_ROUNDS, Pruner, parse_retention
 from zk_sensor.collector.store import Round, Store
-from zk_sensor.testing.fleet import BIN, CollectorProcess, wait_for
+from zk_sensor.testing.collector import CollectorProcess
+from zk_sensor.testing.collector import call as http_call
+from zk_sensor.testing.fleet import BIN, wait_for
 
 NOW = 1_800_000_000.0
 DAY = 86400

@@ -9,10 +9,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from test_collector import a_round, call, post_round, stored
-
 from zk_sensor.collector.store import KNOWN_ROUND, Store
-from zk_sensor.testing.fleet import CollectorProcess
+from zk_sensor.testing.collector import CollectorProcess, a_round, call, post_round, stored
 
 OLD = uuid.uuid4().hex
 NEW = uuid.uuid4().hex

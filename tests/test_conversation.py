@@ -23,14 +23,14 @@ from kazoo.client import KazooClient
 from kazoo.handlers.threading import KazooTimeoutError
 
 from zk_sensor.fleet.layout import Layout
-from zk_sensor.testing.fleet import CollectorProcess, Fleet, Receiver, status, wait_for
+from zk_sensor.testing.collector import CollectorProcess, collector_replies, fetch_rounds
+from zk_sensor.testing.fleet import Fleet, Receiver, status, wait_for
 from zk_sensor.testing.proxy import ZkProxy
 from zk_sensor.testing.zookeeper import MakeZk, ZkEnsemble
-from zk_sensor.zk.client import StepBudgetSpent, Zk
+from zk_sensor.zk.client import KazooZk
+from zk_sensor.zk.errors import StepBudgetSpent
 
-from test_faults import collector_replies, fetch_rounds
-
-# tests/fleet.py runs daemons with --zk-deadline 1: a reply held longer is a timeout.
+# zk_sensor.testing.fleet runs daemons with --zk-deadline 1: a reply held longer is a timeout.
 LATE_REPLY_S = 1.5
 ROUNDS_S = 30.0
 # A new leader backs off 0.5, 1, 2... s between attempts to take office; a repair costs
@@ -288,7 +288,7 @@ def test_a_step_gives_up_as_a_whole_once_its_budget_is_spent(
     """Many calls to a slow server never add up past the step's budget (the watchdog's
     interval): each call waits at most what is left of it."""
     client = make_zk(proxy.address)
-    zk = Zk(client, deadline=1.0)
+    zk = KazooZk(client, deadline=1.0)
     path = f"{zk_namespace}/slow"
     client.create(path, b"x")
     proxy.delay_reply("get", re.compile(re.escape(path) + "$"), seconds=LATE_REPLY_S)

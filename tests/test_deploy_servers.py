@@ -14,11 +14,19 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from test_deploy_static import FLEET_PKI, INVENTORY, REPO, ROLES, render, run
 
-README = REPO / "README.md"
+from zk_sensor.testing.deploy import (
+    FLEET_PKI,
+    INVENTORY,
+    REPO,
+    ROLES,
+    render,
+    render_firewall,
+    run,
+)
+
+UNITS_PAGE = REPO / "docs" / "reference" / "systemd-units.md"
 ZOOKEEPER = ROLES / "zookeeper"
-FIREWALL = ROLES / "zk_firewall"
 ZK_PKI = ROLES / "zk_pki"
 HOSTS_IN_INVENTORY = 11
 PASSPHRASE = "correct horse battery staple"
@@ -298,24 +306,11 @@ def test_unit_hardening_and_the_super_digest_off_the_command_line(tmp_path: Path
         score = re.search(r"Overall exposure level for zookeeper.service: ([\d.]+)",
                           security.stdout)
         assert score and float(score.group(1)) <= 2.0, security.stdout[-2000:]
-        # The README states it beside the other units' (tests/test_unit_security.py).
-        assert f"{score.group(1)} (zookeeper)" in " ".join(README.read_text().split())
+        # The docs state it beside the other units' (tests/test_unit_security.py).
+        assert f"{score.group(1)} (zookeeper)" in " ".join(UNITS_PAGE.read_text().split())
 
 
 # ---------------------------------------------------------------- the host firewall
-
-
-def render_firewall(tmp_path: Path) -> dict[str, str]:
-    hosts = ("zk1", "collector1", "collector2")
-    render(tmp_path, INVENTORY, [{
-        "hosts": ":".join(hosts),
-        "vars_files": [str(FIREWALL / "defaults/main.yml"), str(FIREWALL / "vars/main.yml")],
-        "tasks": [{"name": "ruleset", "vars": {"zk_firewall_controller": "10.231.0.1"},
-                   "ansible.builtin.template": {
-                       "src": str(FIREWALL / "templates/nftables.conf.j2"),
-                       "dest": str(tmp_path / "{{ inventory_hostname }}.nft"),
-                       "mode": "0644"}}]}])
-    return {host: (tmp_path / f"{host}.nft").read_text() for host in hosts}
 
 
 def accepted(ruleset: str) -> set[str]:

@@ -1,5 +1,6 @@
 """A fleet whose api_url lists several collectors fails over between them (issue 20):
-real collector processes on one real PostgreSQL (pgharness.py), a real fleet of daemons.
+real collector processes on one real PostgreSQL (zk_sensor.testing.postgres), a real fleet
+of daemons.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from zk_sensor.testing.fleet import CollectorProcess, Fleet, Receiver, ctl, status, wait_for
+from zk_sensor.testing.collector import CollectorProcess
+from zk_sensor.testing.fleet import Fleet, Receiver, ctl, status, wait_for
 from zk_sensor.testing.postgres import PgServer, postgres_bin
 from zk_sensor.testing.zookeeper import MakeZk
 

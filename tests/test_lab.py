@@ -30,18 +30,16 @@ import yaml
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 
-from zk_sensor.testing.fleet import BIN, wait_for
-from zk_sensor.testing.pki import CertificateAuthority
-
-from test_faults import (
+from zk_sensor.testing.collector import collector_replies, fetch_rounds
+from zk_sensor.testing.faults import (
     CATCH_UP_ROUNDS,
     assert_fenced,
     check_rounds,
-    collector_replies,
-    fetch_rounds,
     wait_caught_up,
     wait_full_rounds,
 )
+from zk_sensor.testing.fleet import BIN, wait_for
+from zk_sensor.testing.pki import CertificateAuthority
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "ansible" / "lab"))
 from lab import Lab
@@ -685,8 +683,8 @@ def test_powering_off_a_zookeeper_machine_does_not_stop_the_rounds(lab: Provisio
 # ---------------------------------------------------------------- a Pi's architecture
 # The arm64 sensor: its binaries are arm64 ones run by qemu-user, so what is checked here
 # is the deployment onto that architecture (the wheelhouse, the venv, Debian's arm64
-# packages, the unit, the daemon in the fleet), not the Pi's hardware (README: "What the
-# lab proves").
+# packages, the unit, the daemon in the fleet), not the Pi's hardware (docs/explanation/testing.md:
+# "What the lab proves on arm64").
 
 VENV = "/opt/zk-sensor/venv"
 NODE_CONFIG = "/etc/zk-sensor/zk-sensor.toml"
@@ -815,7 +813,8 @@ def native_follower(env: Provisioned) -> str:
 
 
 def readmit(env: Provisioned, name: str) -> None:
-    """Undo a revocation by hand, as the README says, and wait for full rounds again."""
+    """Undo a revocation by hand, as docs/how-to/operate/revoke-a-node.md says, and
+    wait for full rounds again."""
     seat = env.lab.groups["collector"][0]
     env.lab.ssh(seat, SEAT_CTL, "node", "readmit", sensor_ids()[name])
     env.lab.ssh(seat, SEAT_CTL, "acl", "apply", "--members-file", "/etc/zk-sensorctl/members",
@@ -899,7 +898,7 @@ def test_the_playbook_revokes_a_sensor_even_when_its_machine_is_gone(
 # Faults 4 and 5 on the lab's real machines, after every test above (they reuse its
 # fleet). Each lets full rounds arrive, injects the fault, recovers, waits until the
 # collector has caught up, and checks the collector's rounds from just before the fault
-# with test_faults.check_rounds (nothing lost, nothing twice, epochs never go down, the
+# with zk_sensor.testing.faults.check_rounds (nothing lost, nothing twice, epochs never go down, the
 # largest gap between arrivals below the bound stated here). `pytest -s` prints a
 # `FAULT ...` line per fault.
 

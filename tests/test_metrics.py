@@ -11,10 +11,9 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from test_collector import a_round, call, post_round
 
 from zk_sensor.node.metrics import MetricsServer, node_samples
-from zk_sensor.testing.fleet import CollectorProcess
+from zk_sensor.testing.collector import CollectorProcess, a_round, call, post_round
 
 # What dashboards and alert rules are written against: (type, help) by sample name.
 NODE_METRICS = {

@@ -12,7 +12,6 @@ import pty
 import re
 import select
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -24,11 +23,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kazoo.client import KazooClient
 from kazoo.security import Permissions
-from test_trust import FLEET, OPERATOR, Secured, identity_client, write_credentials
 
 from zk_sensor.ctl.check import CRITICAL, OK, WARNING, Limits, assess
 from zk_sensor.fleet.election import node_of, sequence_of
 from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.status import FleetStatus
 from zk_sensor.fleet.switchover import (
     InvalidRequest,
     Part,
@@ -38,6 +37,14 @@ from zk_sensor.fleet.switchover import (
     part_of,
 )
 from zk_sensor.testing.fleet import BIN, Fleet, Receiver, ctl, status, wait_for
+from zk_sensor.testing.identities import (
+    FLEET,
+    OPERATOR,
+    Secured,
+    identity_client,
+    write_credentials,
+)
+from zk_sensor.testing.ports import free_port
 from zk_sensor.testing.proxy import ZkProxy
 
 SWITCHED = re.compile(r"switched over: node (\S+) \(epoch (\d+)\) -> node (\S+) "
@@ -367,12 +374,6 @@ def test_check_warns_about_dropped_rounds_until_acknowledged(
     assert code == OK, line
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def test_check_is_unknown_when_zookeeper_cannot_be_reached(zk_hosts: str) -> None:
     started = time.monotonic()
     result = subprocess.run([str(BIN / "zk-sensorctl"), "--zookeeper",
@@ -447,7 +448,8 @@ def test_requests_round_trip() -> None:
     assert decode_request(b"") is None
 
 
-def healthy_status(**changes: Any) -> dict[str, Any]:
+def healthy_status(**changes: Any) -> FleetStatus:
+    """A status as `status --json` prints it, with `changes`."""
     state: dict[str, Any] = {
         "leader": "2", "first_in_line": "2", "epoch": 5, "round": 812,
         "round_changed_at": 1000.0,
@@ -455,7 +457,7 @@ def healthy_status(**changes: Any) -> dict[str, Any]:
         "without_reading": [], "outbox": {"pending": 0, "dropped": 0},
     }
     state.update(changes)
-    return state
+    return FleetStatus.from_json(state)
 
 
 def test_check_lines_without_a_server() -> None:

@@ -3,19 +3,14 @@
 import json
 import re
 import signal
-import socket
 import urllib.request
 
 from kazoo.client import KazooClient
 
 from zk_sensor.fleet.layout import Layout
-from zk_sensor.testing.fleet import CollectorProcess, Fleet, Receiver, status, wait_for
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+from zk_sensor.testing.collector import CollectorProcess
+from zk_sensor.testing.fleet import Fleet, Receiver, status, wait_for
+from zk_sensor.testing.ports import free_port
 
 
 def leader_log(fleet: Fleet) -> str:

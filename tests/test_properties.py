@@ -30,6 +30,7 @@ from zk_sensor.codec import MAX_WHOLE, MAX_ZNODE_BYTES
 from zk_sensor.collector.app import Collector
 from zk_sensor.collector.series import RANGES
 from zk_sensor.collector.store import Store
+from zk_sensor.ctl.status import local_time
 from zk_sensor.fleet.acl import decode_acl
 from zk_sensor.fleet.barrier import decode_barrier
 from zk_sensor.fleet.config_watch import LiveConfig
@@ -37,7 +38,6 @@ from zk_sensor.fleet.coordination import decode_epoch, decode_incarnation, epoch
 from zk_sensor.fleet.counter import parse_count
 from zk_sensor.fleet.outbox import decode_pending, decode_stats
 from zk_sensor.fleet.readings import decode_reading
-from zk_sensor.fleet.status import local_time
 from zk_sensor.fleet.switchover import InvalidRequest, decode_request
 from zk_sensor.fleet.validation import InvalidValue
 

@@ -1,6 +1,8 @@
 """Decisions a leader takes without a server: which epoch comes next, what a broken
 coordination znode is repaired to, how the outbox is cleared in batches."""
 
+import pytest
+
 from zk_sensor.fleet.aggregate import Aggregate
 from zk_sensor.fleet.barrier import BarrierState
 from zk_sensor.fleet.coordination import (
@@ -15,7 +17,10 @@ from zk_sensor.fleet.election import live_nodes, node_of
 from zk_sensor.fleet.layout import Layout
 from zk_sensor.fleet.lease import Lease, timing_problem
 from zk_sensor.fleet.office import next_epoch
-from zk_sensor.fleet.outbox import CLEANUP_BATCH, Loaded, Outbox, OutboxStats, decode_stats
+from zk_sensor.fleet.outbox import CLEANUP_BATCH, Loaded, Outbox, OutboxStats, Outcome, decode_stats
+
+# Pure logic, no server: part of the fast tier (make check).
+pytestmark = pytest.mark.fast
 
 INCARNATION = "0f" * 16
 
@@ -100,7 +105,7 @@ def test_a_backlog_is_cleared_in_bounded_batches_and_rejections_are_counted() ->
     outbox = Outbox(Layout("/f"), limit=1000)
     outbox.load(pending(*range(250)))
     for number in range(250):
-        outbox.answer(number, "rejected" if number == 3 else "delivered")
+        outbox.answer(number, Outcome.REJECTED if number == 3 else Outcome.DELIVERED)
     commits = 0
     while outbox.forget_answers_for_gone_rounds():
         transaction = Recorder()
@@ -113,8 +118,8 @@ def test_a_backlog_is_cleared_in_bounded_batches_and_rejections_are_counted() ->
 
 def test_answers_for_rounds_already_gone_are_forgotten_on_reload() -> None:
     outbox = Outbox(Layout("/f"), limit=10)
-    outbox.answer(5, "delivered")
-    outbox.answer(6, "delivered")
+    outbox.answer(5, Outcome.DELIVERED)
+    outbox.answer(6, Outcome.DELIVERED)
     outbox.load(pending(6, 7))
     assert outbox.answered == {6: "delivered"}
 
@@ -128,9 +133,9 @@ def test_a_round_dropped_or_answered_twice_is_deleted_once_or_not_at_all() -> No
     dropped, stats = outbox.add_release(transaction, pending(13).rounds[0], 14)  # type: ignore[arg-type]
     outbox.released(pending(13).rounds[0], dropped, stats)
     assert dropped == 11
-    outbox.answer(11, "delivered")
-    outbox.answer(12, "delivered")
-    outbox.answer(12, "delivered")
+    outbox.answer(11, Outcome.DELIVERED)
+    outbox.answer(12, Outcome.DELIVERED)
+    outbox.answer(12, Outcome.DELIVERED)
     assert outbox.forget_answers_for_gone_rounds()
     transaction = Recorder()
     batch, stats = outbox.add_cleanup(transaction)  # type: ignore[arg-type]

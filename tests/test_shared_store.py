@@ -1,8 +1,8 @@
 """The collector on PostgreSQL, the store several collectors share (issue 12): against a
-real server (pgharness.py), real collector processes and a real fleet.
+real server (zk_sensor.testing.postgres), real collector processes and a real fleet.
 
-The first tests are test_collector.py's own, imported so that they run here too against
-a collector whose `database` is PostgreSQL (this module's `collector` fixture).
+test_collector.py's tests on a `collector` run against PostgreSQL too (its `collector`
+fixture is parametrized over both stores).
 """
 
 from __future__ import annotations
@@ -20,23 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_collector import (  # noqa: F401  (run here against PostgreSQL)
-    a_round,
-    call,
-    post_round,
-    stored,
-    test_a_round_timed_by_an_unsynchronised_clock_is_stored_without_that_time,
-    test_bad_input_gets_a_4xx_and_stores_nothing,
-    test_health_metrics_and_summary,
-    test_json_round_is_stored_once_per_round_key,
-    test_older_epoch_is_refused,
-    test_seed_endpoint_stores_dato,
-)
 
 from zk_sensor.collector.postgres import PostgresStore
 from zk_sensor.collector.series import RANGES
 from zk_sensor.collector.store import Round, Store
-from zk_sensor.testing.fleet import BIN, CollectorProcess, Fleet, wait_for
+from zk_sensor.testing.collector import CollectorProcess, a_round, call, post_round, stored
+from zk_sensor.testing.fleet import BIN, Fleet, wait_for
 from zk_sensor.testing.postgres import PgServer, postgres_bin
 
 pytestmark = pytest.mark.skipif(postgres_bin() is None,

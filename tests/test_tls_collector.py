@@ -1,7 +1,7 @@
 """HTTPS between the leader and zk-collector, and where the write token may go.
 
 Real zk-collector processes serve HTTPS with certificates from a throw-away CA
-(tests/pki.py); a real Courier, built from Settings as the daemon builds it, delivers to
+(zk_sensor.testing.pki); a real Courier, built from Settings as the daemon builds it, delivers to
 them and verifies them; a small recording HTTP server stands for a destination the
 operator never configured, and must never hear from the courier or see the token.
 """
@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import ssl
 import subprocess
@@ -29,6 +28,7 @@ import pytest
 from zk_sensor.fleet.aggregate import Aggregate
 from zk_sensor.node.delivery import Courier
 from zk_sensor.node.settings import Settings
+from zk_sensor.testing.collector import CollectorProcess
 from zk_sensor.testing.fleet import BIN, Fleet, ctl, status, wait_for
 from zk_sensor.testing.pki import CertificateAuthority, Issued
 
@@ -47,24 +47,23 @@ class TlsCollector:
     work: Path
     issued: Issued
     ca: Path
-    process: subprocess.Popen[bytes] | None = None
-    port: int = 0
+    server: CollectorProcess | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
 
     def start(self) -> TlsCollector:
         self.work.mkdir(parents=True, exist_ok=True)
         token_file = self.work / "token"
         token_file.write_text(TOKEN)
         token_file.chmod(0o600)
-        log_file = self.work / "collector.log"
-        command = [str(BIN / "zk-collector"), "--listen", "127.0.0.1:0",
-                   "--db", str(self.work / "rounds.sqlite3"), "--token-file", str(token_file),
-                   "--cert-file", str(self.issued.cert), "--key-file", str(self.issued.key)]
-        with log_file.open("wb") as sink:
-            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
-                                            env=clean_env())
-        found = wait_for(lambda: re.findall(r"serving on https://127\.0\.0\.1:(\d+)/",
-                                            log_file.read_text()), 15, "zk-collector on https")
-        self.port = int(found[0])
+        self.server = CollectorProcess(
+            self.work / "rounds.sqlite3", self.work / "collector.log", token_file,
+            args=("--cert-file", str(self.issued.cert), "--key-file", str(self.issued.key)),
+            env=clean_env()).start()
+        assert self.server.scheme == "https"
         return self
 
     def url(self, path: str = "/api/rounds") -> str:
@@ -78,10 +77,8 @@ class TlsCollector:
             return sorted(row["round"] for row in json.loads(reply.read())["rounds"])
 
     def stop(self) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(15)
+        assert self.server is not None
+        return self.server.stop()
 
 
 @dataclass(frozen=True)

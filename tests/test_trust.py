@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,51 +16,16 @@ from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions
 
 from zk_sensor.fleet.layout import Layout
 from zk_sensor.testing import pki as pki
-from zk_sensor.testing.fleet import BIN, Fleet, Receiver
+from zk_sensor.testing.fleet import BIN, Fleet, Receiver, run_ctl
+from zk_sensor.testing.identities import (
+    FLEET,
+    OPERATOR,
+    Secured,
+    identity_client,
+    write_credentials,
+)
 from zk_sensor.testing.zookeeper import ZkEnsemble
 from zk_sensor.zk.access import Credentials
-
-OPERATOR = Credentials("operator", "operator-password-0123456789")
-FLEET = Credentials("fleet", "fleet-password-0123456789")
-
-
-def write_credentials(directory: Path, credentials: Credentials, mode: int = 0o600) -> Path:
-    path = directory / f"{credentials.user}.auth"
-    path.write_text(f"{credentials.user}:{credentials.password}\n")
-    path.chmod(mode)
-    return path
-
-
-def run_ctl(hosts: str, namespace: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(BIN / "zk-sensorctl"), "--zookeeper", hosts,
-                           "--namespace", namespace, *args],
-                          capture_output=True, text=True, timeout=60)
-
-
-@dataclass
-class Secured:
-    hosts: str
-    namespace: str
-    operator_file: Path
-    fleet_file: Path
-    clients: dict[str, KazooClient]
-
-    @property
-    def layout(self) -> Layout:
-        return Layout(self.namespace)
-
-    def ctl(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return run_ctl(self.hosts, self.namespace, *args)
-
-    def as_operator(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.ctl("--zk-auth-file", str(self.operator_file), *args)
-
-
-def identity_client(hosts: str, credentials: Credentials | None) -> KazooClient:
-    auth = [("digest", f"{credentials.user}:{credentials.password}")] if credentials else None
-    client = KazooClient(hosts=hosts, auth_data=auth)
-    client.start(timeout=10)
-    return client
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
-"""The sandboxing scores the README states are the ones `systemd-analyze security`
-measures on the unit files we ship: a weakened unit, or a README left behind, fails here.
+"""The sandboxing scores the docs state (docs/reference/systemd-units.md) are the ones
+`systemd-analyze security` measures on the unit files we ship: a weakened unit, or a page
+left behind, fails here.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+STATED_IN = ROOT / "docs" / "reference" / "systemd-units.md"
 UNITS = {"zk-sensor": ROOT / "systemd" / "zk-sensor.service",
          "zk-collector": ROOT / "systemd" / "zk-collector.service"}
-# The README's sentence: "... scores 2.0 (zk-sensor), 1.4 (zk-collector) ..."
+# The page's sentence: "... scores 2.0 (zk-sensor), 1.4 (zk-collector) ..."
 STATED = re.compile(r"`systemd-analyze security --offline=yes` scores"
                     r"(?P<scores>(?:[^()]*\([a-z-]+\))+)")
 SCORE = re.compile(r"(\d+\.\d) \(([a-z-]+)\)")
@@ -36,8 +37,8 @@ def measured_score(unit: Path, tmp_path: Path) -> str:
 
 
 def stated_scores() -> dict[str, str]:
-    sentence = STATED.search(README.read_text())
-    assert sentence, "README: the sentence with the units' systemd-analyze security scores"
+    sentence = STATED.search(STATED_IN.read_text())
+    assert sentence, f"{STATED_IN}: the sentence with the units' systemd-analyze security scores"
     return {unit: score for score, unit in SCORE.findall(sentence.group("scores"))}
 
 

@@ -9,7 +9,7 @@ from kazoo.handlers.utils import selector_select
 
 from zk_sensor.fleet.election import Election, candidate_prefix
 from zk_sensor.fleet.layout import Layout
-from zk_sensor.zk.client import MULTI_READ_BATCH, Zk
+from zk_sensor.zk.client import MULTI_READ_BATCH, KazooZk
 from zk_sensor.zk.handler import PollingHandler, poll_select
 
 
@@ -22,7 +22,7 @@ def test_get_many_reads_thousands_in_multiread_batches_and_maps_missing_to_none(
     for future in [client.create_async(path, f"v{i}".encode()) for i, path in enumerate(paths)]:
         future.get(timeout=10)
     wanted = [*paths[:5], f"{zk_namespace}/gone", *paths[5:]]
-    found = Zk(client, deadline=5.0).get_many(wanted)
+    found = KazooZk(client, deadline=5.0).get_many(wanted)
     assert list(found) == wanted
     assert found[f"{zk_namespace}/gone"] is None
     assert [found[path][0] for path in paths] == [f"v{i}".encode() for i in range(count)]
@@ -34,7 +34,7 @@ def test_create_if_missing_writes_nothing_when_the_znode_exists(
 ) -> None:
     """A failed create still costs the quorum a transaction: a mass reconnect must not."""
     client: KazooClient = make_zk(zk_hosts)
-    zk = Zk(client, deadline=5.0)
+    zk = KazooZk(client, deadline=5.0)
     assert zk.create_if_missing(f"{zk_namespace}/x", b"1")
     before = client.exists(f"{zk_namespace}/x")
     marker = client.create(f"{zk_namespace}/m1")
@@ -57,7 +57,7 @@ def test_registration_adopts_its_own_landed_candidate_and_removes_a_ghost(
     prefix = f"{layout.election}/{candidate_prefix('a')}"
     ghost = previous_life.create(prefix, b"a", ephemeral=True, sequence=True)
     landed = client.create(prefix, b"a", ephemeral=True, sequence=True)
-    election = Election(Zk(client, deadline=5.0), layout, "a", lambda: None)
+    election = Election(KazooZk(client, deadline=5.0), layout, "a", lambda: None)
     assert election.register() == [ghost]
     assert client.get_children(layout.election) == [landed.rsplit("/", 1)[-1]]
     assert election.candidate == landed.rsplit("/", 1)[-1]

@@ -24,7 +24,7 @@ from kazoo.security import OPEN_ACL_UNSAFE
 from zk_sensor.testing.fleet import wait_for
 from zk_sensor.testing.proxy import Request, ZkProxy, parse_request
 from zk_sensor.testing.zookeeper import LOOPBACK, MakeZk
-from zk_sensor.zk.client import Zk
+from zk_sensor.zk.client import KazooZk
 
 # Long enough that no session expires while a test holds or cuts a connection.
 SESSION_TIMEOUT_S = 10.0
@@ -122,7 +122,7 @@ def test_cut_after_multi_read_matches_a_sub_op_path(
     rule = proxy.cut_after("multi_read", paths[-1])
 
     with pytest.raises(ConnectionLoss):
-        Zk(proxied, deadline=5.0).get_many(paths)
+        KazooZk(proxied, deadline=5.0).get_many(paths)
 
     assert rule.count == 1, proxy.history
 

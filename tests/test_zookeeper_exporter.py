@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from zk_sensor.ctl.exporter import parse_mntr, split_hosts
 from zk_sensor.testing import pki as pki
 from zk_sensor.testing.fleet import BIN, wait_for
-from zk_sensor.testing.zookeeper import free_ports
+from zk_sensor.testing.ports import free_ports
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -27,6 +27,8 @@ def under_journald() -> bool:
 
 
 class JournalFormatter(logging.Formatter):
+    """Prefixes each line with its syslog priority, which journald reads from stderr, so
+    `journalctl -p warning` finds the lines that matter."""
     def format(self, record: logging.LogRecord) -> str:
         priority = PRIORITIES.get(record.levelno, 6)
         return f"<{priority}>{super().format(record)}"

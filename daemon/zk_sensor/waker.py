@@ -17,6 +17,8 @@ from types import FrameType
 
 
 class Waker:
+    """How the loop sleeps and is woken: an eventfd, which a signal handler may write
+    (a lock or a threading.Event could deadlock it there)."""
     def __init__(self) -> None:
         self.fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.poller = select.poll()

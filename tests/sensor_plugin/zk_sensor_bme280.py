@@ -1,17 +1,23 @@
 """A zk-sensor plug-in: a Bosch BME280's temperature, over I2C through smbus2.
 
 The contract with zk-sensor: the entry point (group `zk_sensor.sensors`, name `bme280`)
-is a factory called with zk-sensor's Settings, returning an object with `name`,
+is a factory called with zk-sensor's settings (the attributes of
+zk_sensor.sensors.SensorSettings), returning an object with `name`,
 `read() -> float` (one reading; any exception is a failed reading) and `close()`.
 ImportError (a missing library) or FileNotFoundError/PermissionError (a missing device)
 from the factory stop the node with exit status 2; anything else with 1.
 """
 
+from __future__ import annotations
+
 import struct
 import time
-from typing import Any
+from typing import TYPE_CHECKING
 
 from smbus2 import SMBus
+
+if TYPE_CHECKING:
+    from zk_sensor.sensors import SensorSettings
 
 BUS = 1  # /dev/i2c-1, the header's I2C on a Raspberry Pi (dtparam=i2c_arm=on)
 ADDRESS = 0x76  # SDO to ground; 0x77 with SDO high
@@ -60,5 +66,5 @@ def compensate_temperature(raw: int, t1: int, t2: int, t3: int) -> float:
     return (var1 + var2) / 5120.0
 
 
-def open_bme280(settings: Any) -> Bme280:
+def open_bme280(settings: SensorSettings) -> Bme280:
     return Bme280(SMBus(BUS), ADDRESS, settings.sensor_scale, settings.sensor_offset)

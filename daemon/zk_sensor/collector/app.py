@@ -15,7 +15,7 @@ import socket
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 from urllib.parse import parse_qs
 
 from prometheus_client import generate_latest
@@ -38,8 +38,10 @@ from zk_sensor.collector.series import RANGES
 from zk_sensor.collector.store import Outcome, Round
 from zk_sensor.config.serving import PROMETHEUS_CONTENT_TYPE
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse
+
 MAX_LIMIT = 1000
-StartResponse = Callable[..., Any]
 # On every answer: no MIME sniffing, no Referer leaving the page, no framing.
 SECURITY_HEADERS = [("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
                     ("X-Frame-Options", "DENY")]
@@ -50,6 +52,7 @@ BROWSER_SITES_ALLOWED = {"", "same-origin", "none"}
 
 
 class Fence(Protocol):
+    """What the application asks of a fence: ZkFence, or a test's stand-in."""
     def check(self, item: Round, who: str) -> None: ...
 
     def close(self) -> None: ...
@@ -57,17 +60,21 @@ class Fence(Protocol):
 
 @dataclass
 class Reply:
+    """An answer before it is written, so every route's answer gets the same headers
+    (the security headers, the CSP) in one place."""
     status: str
     body: bytes
     content_type: str = "application/json"
     headers: list[tuple[str, str]] = field(default_factory=list)
 
 
-def json_reply(status: str, payload: Any) -> Reply:
+def json_reply(status: str, payload: object) -> Reply:
     return Reply(status, json.dumps(payload, separators=(",", ":")).encode())
 
 
 class Collector:
+    """The collector's HTTP interface as one WSGI application, so the server (cheroot)
+    and the tests drive exactly the same code."""
     def __init__(self, store: RoundStore, token: str | None = None, *,
                  gate: Gate | None = None, fleets: frozenset[str] = frozenset(),
                  fence: Fence | None = None) -> None:
@@ -91,7 +98,8 @@ class Collector:
             ("GET", "/metrics"): self.metrics,
         }
 
-    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: "StartResponse"
+                 ) -> Iterable[bytes]:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO") or "/"
         handler = self.routes.get((method, path))
         try:

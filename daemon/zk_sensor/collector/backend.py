@@ -20,6 +20,8 @@ class StoreUnavailable(Exception):
 
 
 class RoundStore(Protocol):
+    """What the WSGI application needs of a store, so SQLite and PostgreSQL are
+    interchangeable behind it."""
     expired: int
 
     def add(self, item: Round, now: float | None = None) -> tuple[Outcome, int | None]: ...

@@ -22,11 +22,6 @@ and sends it again; an unchecked round is never stored. Every call has a deadlin
 
 import logging
 from dataclasses import dataclass
-from typing import Any
-
-from kazoo.client import KazooClient
-from kazoo.exceptions import KazooException
-from kazoo.retry import KazooRetry
 
 from zk_sensor.collector.auth import ANONYMOUS, SHARED
 from zk_sensor.collector.parse import Refused
@@ -35,7 +30,8 @@ from zk_sensor.collector.store import Round
 from zk_sensor.fleet.barrier import decode_barrier
 from zk_sensor.fleet.coordination import decode_epoch, decode_incarnation, epoch_holder
 from zk_sensor.zk.access import ZkAccess
-from zk_sensor.zk.client import ZK_ERRORS, AccessRefused, Zk, wait
+from zk_sensor.zk.client import KazooZk, new_client
+from zk_sensor.zk.errors import UNKNOWN_OR_REFUSED, NotConnected
 
 log = logging.getLogger("zk_collector")
 # Seconds for each ZooKeeper call; two reads and a sync stay well inside the request's
@@ -79,12 +75,10 @@ def judge(view: FleetView, item: Round, who: str) -> str | None:
     return None
 
 
-class ZkUnreachable(KazooException):
-    """No session now: not worth a request that would wait out its deadline."""
-
-
 class ZkFence:
-    def __init__(self, zk: Zk) -> None:
+    """The collector's one session with ZooKeeper: it checks a keyed round against the
+    fleet's epoch and barrier before the round is stored."""
+    def __init__(self, zk: KazooZk) -> None:
         self.zk = zk
 
     @classmethod
@@ -92,18 +86,15 @@ class ZkFence:
         """Connects in the background: a check before the session is up answers 503."""
         access = ZkAccess(None, settings.fence_zk_ca_file, settings.fence_zk_cert_file,
                           settings.fence_zk_key_file)
-        client = KazooClient(hosts=settings.fence_zookeeper, timeout=SESSION_TIMEOUT,
-                             connection_retry=KazooRetry(max_tries=-1, delay=0.1,
-                                                         max_delay=2.0),
-                             **access.client_options())
-        client.start_async()
+        zk = KazooZk(new_client(settings.fence_zookeeper, SESSION_TIMEOUT, access),
+                     CALL_DEADLINE)
+        zk.start_in_background()
         log.info("fence: checking keyed rounds against ZooKeeper %s (%s)",
                  settings.fence_zookeeper, access.describe())
-        return cls(Zk(client, CALL_DEADLINE))
+        return cls(zk)
 
     def close(self) -> None:
-        self.zk.client.stop()
-        self.zk.client.close()
+        self.zk.close()
 
     def check(self, item: Round, who: str) -> None:
         """Raises Refused: 403 for a round the leader could not be delivering, 503 when
@@ -112,7 +103,7 @@ class ZkFence:
             problem = judge(self.read(item.fleet or "", synced=False), item, who)
             if problem is not None:
                 problem = judge(self.read(item.fleet or "", synced=True), item, who)
-        except (*ZK_ERRORS, AccessRefused) as error:
+        except UNKNOWN_OR_REFUSED as error:
             raise Refused("503 Service Unavailable", "cannot check the round against "
                           f"ZooKeeper now ({type(error).__name__}); send it again later",
                           [("Retry-After", RETRY_AFTER)]) from None
@@ -120,13 +111,10 @@ class ZkFence:
             raise Refused("403 Forbidden", f"fenced: {problem}")
 
     def read(self, fleet: str, synced: bool) -> FleetView:
-        if not self.zk.client.connected:
-            raise ZkUnreachable()
+        if not self.zk.connected:
+            raise NotConnected()
         paths = [f"{fleet}/epoch", f"{fleet}/barrier", f"{fleet}/incarnation"]
-        sync: Any = self.zk.client.sync_async(paths[0]) if synced else None
-        found = self.zk.get_many(paths)
-        if sync is not None:
-            wait(sync, self.zk.timeout())
+        found = self.zk.synced_get_many(paths) if synced else self.zk.get_many(paths)
         epoch, barrier, incarnation = (found[path] for path in paths)
         return FleetView(None if epoch is None else (epoch[0], epoch[1].version),
                          None if barrier is None else barrier[0],

@@ -25,6 +25,8 @@ def counter(name: str, documentation: str, label: str, values: Counter[str],
 
 
 class DeliveryCollector(Collector):
+    """Reads the collector's counters and its store at scrape time, so a scrape costs
+    nothing between scrapes and never shows a stale figure."""
     def __init__(self, outcomes: Counter[str], unauthorized: Counter[str],
                  forbidden: Counter[str], store: RoundStore) -> None:
         self.outcomes = outcomes

@@ -69,10 +69,10 @@ def finite(value: Any, name: str) -> float:
 
 
 def whole(value: Any, name: str, minimum: int) -> int:
-    in_range = isinstance(value, int) and minimum <= value <= MAX_INTEGER
-    if isinstance(value, bool) or not in_range:
+    number = value if isinstance(value, int) and not isinstance(value, bool) else None
+    if number is None or not minimum <= number <= MAX_INTEGER:
         raise Refused("400 Bad Request", f"{name} must be an integer from {minimum} to 2^63-1")
-    return value
+    return number
 
 
 def whole_param(value: str, name: str) -> int:
@@ -103,7 +103,7 @@ def incarnation(value: Any) -> str:
     return value
 
 
-def measured_at(value: Any, clock: Any) -> float | None:
+def measured_at(value: Any, clock: object) -> float | None:
     """A leader marks a time from an unsynchronised clock (clock.py); storing it would
     chart the round at 1970 or wherever the Pi booted, so it is stored without one."""
     if value is None:

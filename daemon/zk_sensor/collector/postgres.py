@@ -30,17 +30,16 @@ from typing import Any
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
+from psycopg.rows import TupleRow
 
 from zk_sensor.collector.backend import StoreUnavailable
+from zk_sensor.collector.postgres_schema import prepare
 from zk_sensor.collector.schema import SPANS
 from zk_sensor.collector.series import RANGES, SeriesQueries, series
 from zk_sensor.collector.store import COLUMNS, NEWEST, SELECT_ROUNDS, Outcome, Round, summarize
 
 log = logging.getLogger("zk_collector")
 
-VERSION = 1
-# pg_advisory_xact_lock key: collectors starting together create the tables once.
-SCHEMA_LOCK = 0x7A6B_636F_6C6C
 # Seconds to wait for a connection, for a statement, and for a silent server's TCP.
 CONNECT_TIMEOUT = 3
 STATEMENT_TIMEOUT = 5
@@ -50,27 +49,6 @@ RECONNECT_EVERY = 1.0
 # What ends a connection or a transaction through no fault of the request (a timeout, a
 # server shut down, a deadlock are OperationalErrors too).
 LOST = (psycopg.OperationalError, psycopg.InterfaceError)
-
-SCHEMA = (
-    """CREATE TABLE rounds (
-        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, fleet TEXT, round BIGINT,
-        epoch BIGINT, leader TEXT, mean DOUBLE PRECISION NOT NULL, count BIGINT,
-        min DOUBLE PRECISION, max DOUBLE PRECISION, measured_at DOUBLE PRECISION,
-        received_at DOUBLE PRECISION NOT NULL, source TEXT NOT NULL, incarnation TEXT)""",
-    """CREATE UNIQUE INDEX rounds_key ON rounds
-        ((coalesce(fleet, '')), (coalesce(incarnation, '')), round) WHERE round IS NOT NULL""",
-    "CREATE INDEX rounds_time ON rounds ((coalesce(fleet, '')), received_at)",
-    """CREATE TABLE fences (fleet TEXT NOT NULL, incarnation TEXT NOT NULL,
-        epoch BIGINT NOT NULL, PRIMARY KEY (fleet, incarnation))""",
-    """CREATE TABLE lineages (fleet TEXT NOT NULL, incarnation TEXT NOT NULL,
-        rounds BIGINT NOT NULL, first_at DOUBLE PRECISION NOT NULL,
-        last_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (fleet, incarnation))""",
-    """CREATE TABLE rollups (fleet TEXT NOT NULL, span INTEGER NOT NULL, bucket BIGINT NOT NULL,
-        rounds BIGINT NOT NULL, mean_sum DOUBLE PRECISION NOT NULL,
-        low DOUBLE PRECISION NOT NULL, high DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (fleet, span, bucket))""",
-    "CREATE TABLE zk_collector_schema (version INTEGER NOT NULL)",
-)
 
 KNOWN_ROUND = ("SELECT id FROM rounds WHERE coalesce(fleet, '') = %s "
                "AND coalesce(incarnation, '') = %s AND round = %s")
@@ -156,35 +134,21 @@ def one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-def prepare(db: psycopg.Connection[Any]) -> None:
-    """Create the tables unless a collector already did; refuse a newer schema."""
-    with db.transaction():
-        db.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-        if db.execute("SELECT to_regclass('zk_collector_schema')").fetchone() == (None,):
-            for statement in SCHEMA:
-                db.execute(statement)
-            db.execute("INSERT INTO zk_collector_schema (version) VALUES (%s)", (VERSION,))
-            log.info("created the collector's tables (schema %d)", VERSION)
-            return
-        row = db.execute("SELECT max(version) FROM zk_collector_schema").fetchone()
-        if row is None or row[0] != VERSION:
-            raise StoreUnavailable(f"the database holds schema {row and row[0]}, this "
-                                   f"collector knows {VERSION}: upgrade the collector")
-
-
 class PostgresStore:
+    """The rounds in PostgreSQL, shared by several collectors: the database decides
+    which of two collectors stores a round (INSERT ... ON CONFLICT), so they never disagree."""
     def __init__(self, url: str) -> None:
         self.url = url
         self.name = describe(url)
         self.lock = threading.Lock()
         self.expired = 0
-        self.db: psycopg.Connection[Any] | None = None
+        self.db: psycopg.Connection[TupleRow] | None = None
         self.retry_at = 0.0
         # A database down at start is logged; requests are answered 503 until it answers.
         with self.lock, contextlib.suppress(StoreUnavailable):
             self._connection()
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self) -> psycopg.Connection[TupleRow]:
         db = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                              tcp_user_timeout=STATEMENT_TIMEOUT * 2000,
                              options=f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}",
@@ -196,7 +160,7 @@ class PostgresStore:
             raise
         return db
 
-    def _connection(self) -> psycopg.Connection[Any]:
+    def _connection(self) -> psycopg.Connection[TupleRow]:
         if self.db is not None:
             return self.db
         if time.monotonic() < self.retry_at:
@@ -212,7 +176,7 @@ class PostgresStore:
         return self.db
 
     @contextmanager
-    def _session(self) -> Iterator[psycopg.Connection[Any]]:
+    def _session(self) -> Iterator[psycopg.Connection[TupleRow]]:
         """The connection, under the lock; a lost one is dropped, to be replaced later."""
         with self.lock:
             db = self._connection()
@@ -238,14 +202,15 @@ class PostgresStore:
             if known is not None:
                 return Outcome.DUPLICATE, known
             if item.epoch is not None:
-                fence = db.execute(RAISE_FENCE, (*item.lineage, item.epoch)).fetchone()
+                fence: tuple[int] | None = db.execute(
+                    RAISE_FENCE, (*item.lineage, item.epoch)).fetchone()
                 if fence is not None and fence[0] > item.epoch:
                     # The fence's lock waited for any write of this lineage, so a round
                     # stored meanwhile is seen now, and is a duplicate, as Store.add says.
                     known = self._known(db, item)
                     return ((Outcome.STALE_EPOCH, fence[0]) if known is None
                             else (Outcome.DUPLICATE, known))
-            inserted = db.execute(INSERT_ROUND, (
+            inserted: tuple[int] | None = db.execute(INSERT_ROUND, (
                 item.fleet, item.incarnation, item.round, item.epoch, item.leader, item.mean,
                 item.count, item.min, item.max, item.measured_at, received_at,
                 item.source)).fetchone()
@@ -259,10 +224,11 @@ class PostgresStore:
             return Outcome.STORED, inserted[0]
 
     @staticmethod
-    def _known(db: psycopg.Connection[Any], item: Round) -> int | None:
+    def _known(db: psycopg.Connection[TupleRow], item: Round) -> int | None:
         if item.round is None:
             return None
-        row = db.execute(KNOWN_ROUND, (*item.lineage, item.round)).fetchone()
+        row: tuple[int] | None = db.execute(KNOWN_ROUND,
+                                            (*item.lineage, item.round)).fetchone()
         return None if row is None else row[0]
 
     def latest(self, limit: int, before_id: int | None = None,
@@ -311,7 +277,7 @@ class PostgresStore:
         return deleted
 
     @staticmethod
-    def _forget_rollups(db: psycopg.Connection[Any], fleet: str, before: float) -> None:
+    def _forget_rollups(db: psycopg.Connection[TupleRow], fleet: str, before: float) -> None:
         """As retention.forget_rollups: the buckets that end before the cutoff and the
         fleet's oldest round left."""
         row = db.execute("SELECT min(received_at) FROM rounds WHERE coalesce(fleet, '') = %s",

@@ -27,7 +27,8 @@ log = logging.getLogger("zk_collector")
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 DURATION = re.compile(r"([0-9]{1,12})([smhdw]?)")
 FOREVER = "forever"
-# One step's work: a few milliseconds on the benchmark's machine, fsync included (README).
+# One step's work: a few milliseconds on the benchmark's machine, fsync included
+# (docs/explanation/cost-and-scale.md).
 STEP_ROUNDS = 500
 # Seconds between sweeps once caught up: rounds live at most this long past retention.
 SWEEP_SECONDS = 60.0

@@ -10,8 +10,9 @@ clock, where a node's (a Raspberry Pi without a battery clock, before NTP) may s
 """
 
 import sqlite3
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from zk_sensor.collector.schema import SPANS
 
@@ -20,6 +21,8 @@ DAY = 86400
 
 @dataclass(frozen=True)
 class Range:
+    """A chart's time range: how far back, how wide a point is, and which rollup the
+    points are summed from, so no range ever scans the whole history."""
     seconds: int
     step: int
     source: int | None  # the rollup span the points are summed from; None: the rounds
@@ -76,6 +79,13 @@ class SeriesQueries(NamedTuple):
 SQLITE_QUERIES = SeriesQueries(FROM_ROUNDS, FROM_ROLLUPS, INCARNATIONS)
 
 
+class Database(Protocol):
+    """A connection of either store (sqlite3 or psycopg): both answer a query and its
+    named parameters with rows."""
+
+    def execute(self, query: str, params: dict[str, Any], /) -> Iterable[Sequence[Any]]: ...
+
+
 def roll_up(db: sqlite3.Connection, fleet: str, at: float, mean: float, low: float | None,
             high: float | None) -> None:
     """Count a new round in each span's bucket; in the insert's transaction, so the
@@ -85,12 +95,11 @@ def roll_up(db: sqlite3.Connection, fleet: str, at: float, mean: float, low: flo
                               "high": mean if high is None else high} for span in SPANS))
 
 
-def series(db: Any, fleet: str, span: Range, now: float,
+def series(db: Database, fleet: str, span: Range, now: float,
            queries: SeriesQueries = SQLITE_QUERIES) -> dict[str, Any]:
     """The buckets of `span` ending now that hold rounds of `fleet` ('' for the absent
     one), a bucket without rounds left out rather than drawn as zero; and when the
-    fleet's later incarnations started within it (its namespace was rebuilt). `db` is a
-    connection of either store: both answer `execute(query, params)` with rows."""
+    fleet's later incarnations started within it (its namespace was rebuilt)."""
     start, end = span.window(now)
     params = {"fleet": fleet, "step": span.step, "start": start, "end": end,
               "span": span.source}

@@ -15,9 +15,9 @@ import socket
 import ssl
 import sys
 import threading
-from typing import Any
 
 from cheroot.server import HTTPConnection, HTTPRequest
+from cheroot.ssl import Adapter
 from cheroot.ssl.builtin import BuiltinSSLAdapter
 from cheroot.wsgi import Server
 
@@ -27,18 +27,19 @@ from zk_sensor.collector.backend import open_store
 from zk_sensor.collector.guard import BUSY, Guard
 from zk_sensor.collector.retention import Pruner, parse_retention
 from zk_sensor.collector.settings import (
-    ENV_PREFIX,
+    TABLE,
     CollectorSettings,
+    build_parser,
+    build_settings,
     check_fence_files,
     describe_database,
     fleet_names,
     is_loopback,
-    parse_args,
     tls_context,
     write_credentials,
 )
 from zk_sensor.config.serving import split_listen
-from zk_sensor.config.sources import SettingsError, layered
+from zk_sensor.config.sources import SettingsError
 
 __all__ = ["main"]
 log = logging.getLogger("zk_collector")
@@ -71,6 +72,7 @@ class LazyHandshake(BuiltinSSLAdapter):
 
 
 class Request(HTTPRequest):
+    """cheroot's request, closing the connection after an early answer."""
     def send_headers(self) -> None:
         """An answer given before the body was read (a refusal, a bad length) closes the
         connection: cheroot would otherwise first drain a body that may never come."""
@@ -90,6 +92,7 @@ class Connection(HTTPConnection):
     """
 
     RequestHandlerClass = Request
+    server: "CollectorServer"
     handshaken = False
     parked = False
 
@@ -98,7 +101,7 @@ class Connection(HTTPConnection):
             self.parked = True
             return True
         self.parked = True
-        guard: Guard = self.server.guard
+        guard = self.server.guard
         if not guard.enter(self):
             self.answer_busy()
             return False
@@ -130,10 +133,14 @@ class Connection(HTTPConnection):
                             " ".join(str(error).split()) or type(error).__name__)
                 return False
             self.handshaken = True
-        return super().communicate()
+        # cheroot's stub leaves communicate() unannotated; it returns whether to go on.
+        going_on: bool = super().communicate()  # type: ignore[no-untyped-call]
+        return going_on
 
 
 class CollectorServer(Server):
+    """cheroot's server with the guard that limits what one client may hold, and its
+    log lines in the journal's format."""
     ConnectionClass = Connection
     guard: Guard
 
@@ -143,15 +150,15 @@ class CollectorServer(Server):
         log.log(level, "%s", msg, exc_info=traceback)
 
     @classmethod
-    def prepare_socket(cls, bind_addr: Any, family: int, type: int, proto: int,
-                       nodelay: bool, ssl_adapter: Any,
+    def prepare_socket(cls, bind_addr: tuple[str, int] | str | bytes, family: int,
+                       type: int, proto: int, nodelay: bool, ssl_adapter: Adapter | None,
                        reuse_port: bool = False) -> socket.socket:
         """SO_REUSEADDR on port 0 too (cheroot sets it only for a fixed port): the
         accepted connections inherit it, and a restart on the port the collector had must
         not fail while an old connection lingers in FIN_WAIT2 (a client's keep-alive end
         not yet closed), as when a collector started on port 0 is brought back."""
-        sock = super().prepare_socket(bind_addr, family, type, proto, nodelay, ssl_adapter,
-                                      reuse_port)
+        sock: socket.socket = super().prepare_socket(bind_addr, family, type, proto,
+                                                     nodelay, ssl_adapter, reuse_port)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         return sock
 
@@ -202,10 +209,9 @@ def serve_until(server: CollectorServer, stopping: threading.Event) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cli = {key: value for key, value in vars(args).items() if key != "config"}
+    args = build_parser().parse_args(argv)
     try:
-        settings = layered(CollectorSettings, ENV_PREFIX, cli, os.environ, args.config)
+        settings = build_settings(TABLE.from_args(args), os.environ, args.config)
         host, port = split_listen(settings.listen)
         tls = tls_context(settings)
         retention = parse_retention(settings.retention)

@@ -8,36 +8,54 @@ the collector listens only on loopback, unless `insecure_open_writes` says other
 import argparse
 import ipaddress
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from zk_sensor.collector.auth import read_credentials
 from zk_sensor.config.secrets import check_private, check_readable
-from zk_sensor.config.sources import SettingsError
-
-ENV_PREFIX = "ZK_COLLECTOR_"
+from zk_sensor.config.sources import SettingsError, layered
+from zk_sensor.config.table import Table, setting
 
 
 @dataclass(frozen=True)
 class CollectorSettings:
-    listen: str = "127.0.0.1:8080"
-    db: str = "zk-collector.sqlite3"
-    database: str = ""
-    token: str = ""
-    token_file: str = ""
-    tokens_file: str = ""
-    insecure_open_writes: bool = False
-    seed_get_writes: bool = False
-    fleets: str = ""
-    fence_zookeeper: str = ""
-    fence_zk_ca_file: str = ""
-    fence_zk_cert_file: str = ""
-    fence_zk_key_file: str = ""
-    cert_file: str = ""
-    key_file: str = ""
-    threads: int = 16
-    log_level: str = "info"
-    retention: str = "365d"
+    """zk-collector's settings, each declared once (config/table.py): its TOML key,
+    `ZK_COLLECTOR_` variable and flag come from the field."""
+    listen: str = setting("127.0.0.1:8080", "HOST:PORT to serve on")
+    db: str = setting("zk-collector.sqlite3", "SQLite file of the rounds")
+    database: str = setting("", "PostgreSQL URI (postgresql://user@host/dbname?passfile=FILE), "
+                                "shared with other collectors; replaces db")
+    token: str = setting("", "bearer token that writes must carry", secret=True)
+    token_file: str = setting("", "file (mode 0600) holding the bearer token that writes "
+                                  "must carry")
+    tokens_file: str = setting("", "file (mode 0600) of lines NAME TOKEN: one credential "
+                                   "per node")
+    insecure_open_writes: bool = setting(False, "accept writes without a token on a "
+                                                "non-loopback address")
+    seed_get_writes: bool = setting(False, "accept the seed's anonymous GET /nuevo?dato= "
+                                           "writes (keyless only)")
+    fleets: str = setting("", "comma-separated fleets (namespaces) whose rounds are accepted",
+                          shown_default="any")
+    fence_zookeeper: str = setting("", "ZooKeeper connection string: check each keyed round "
+                                       "against the fleet's epoch and barrier (read-only)",
+                                   shown_default="none, no fence")
+    fence_zk_ca_file: str = setting("", "CA certificate (PEM) of the fence's ZooKeeper: "
+                                        "turns on TLS to it")
+    fence_zk_cert_file: str = setting("", "TLS client certificate (PEM) for the fence's "
+                                          "ZooKeeper")
+    fence_zk_key_file: str = setting("", "the key of fence_zk_cert_file (PEM, mode 0600)")
+    cert_file: str = setting("", "TLS certificate (PEM, chain after it): serve HTTPS only")
+    key_file: str = setting("", "the key of cert_file (PEM, mode 0600)")
+    threads: int = setting(16, "request threads")
+    log_level: str = setting("info", "what to log", choices=("debug", "info", "warning",
+                                                              "error"))
+    retention: str = setting("365d", "how long rounds are kept: 365d, 12h, 30m, seconds, or "
+                                     "forever")
+
+
+TABLE = Table(CollectorSettings, "ZK_COLLECTOR_")
 
 
 def is_loopback(host: str) -> bool:
@@ -115,35 +133,17 @@ def tls_context(settings: CollectorSettings) -> ssl.SSLContext | None:
     return context
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zk-collector", description="Receives, keeps and shows the fleet's aggregates.")
-    add = parser.add_argument
-    add("--config", help="TOML file of settings (also ZK_COLLECTOR_CONFIG)")
-    add("--listen", help="HOST:PORT (default 127.0.0.1:8080)")
-    add("--db", help="SQLite file (default ./zk-collector.sqlite3)")
-    add("--database", help="PostgreSQL URI (postgresql://user@host/dbname?passfile=FILE), "
-                           "shared with other collectors; replaces --db")
-    add("--token-file", dest="token_file",
-        help="file (mode 0600) holding the bearer token that writes must carry")
-    add("--tokens-file", dest="tokens_file",
-        help="file (mode 0600) of lines NAME TOKEN: one credential per node")
-    add("--insecure-open-writes", dest="insecure_open_writes", action="store_const",
-        const=True, help="accept writes without a token on a non-loopback address")
-    add("--seed-get-writes", dest="seed_get_writes", action="store_const", const=True,
-        help="accept the seed's anonymous GET /nuevo?dato= writes (keyless only)")
-    add("--fleets", help="comma-separated fleets (namespaces) whose rounds are accepted")
-    add("--fence-zookeeper", dest="fence_zookeeper",
-        help="ZooKeeper connection string: check each keyed round against the fleet's "
-             "epoch and barrier (read-only)")
-    add("--fence-zk-ca-file", dest="fence_zk_ca_file", help="CA (PEM): TLS to ZooKeeper")
-    add("--fence-zk-cert-file", dest="fence_zk_cert_file", help="TLS client certificate")
-    add("--fence-zk-key-file", dest="fence_zk_key_file", help="its key (PEM, mode 0600)")
-    add("--cert-file", dest="cert_file",
-        help="TLS certificate (PEM, chain after it): serve HTTPS only")
-    add("--key-file", dest="key_file", help="the key of cert_file (PEM, mode 0600)")
-    add("--threads", type=int, help="request threads (default 16)")
-    add("--log-level", dest="log_level", choices=("debug", "info", "warning", "error"))
-    add("--retention", help="how long rounds are kept: 365d, 12h, 30m, seconds, or forever "
-                            "(default 365d)")
-    return parser.parse_args(argv)
+        prog="zk-collector", description="Receives, keeps and shows the fleet's aggregates. "
+        "Every setting is also a key of the TOML file (--config) and a ZK_COLLECTOR_<NAME> "
+        "environment variable; the command line wins over the environment, which wins over "
+        "the file.", epilog=TABLE.secrets_note())
+    parser.add_argument("--config", help="TOML file of settings (also ZK_COLLECTOR_CONFIG)")
+    TABLE.add_arguments(parser)
+    return parser
+
+
+def build_settings(cli: Mapping[str, Any], env: Mapping[str, str],
+                   config_file: str | None) -> CollectorSettings:
+    return layered(TABLE, cli, env, config_file).settings

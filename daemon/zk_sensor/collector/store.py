@@ -86,6 +86,7 @@ def summarize(last: Sequence[Any] | None, fences: Sequence[Sequence[Any]],
 
 
 class Outcome(Enum):
+    """What became of a write: the status a leader's courier acts on."""
     STORED = "stored"
     DUPLICATE = "duplicate"
     STALE_EPOCH = "stale_epoch"
@@ -93,6 +94,8 @@ class Outcome(Enum):
 
 @dataclass(frozen=True)
 class Round:
+    """One delivered round as the collector keeps it; `source` is the API it came
+    through (`json`, or the seed's `nuevo`), whose rounds carry less."""
     mean: float
     source: str
     fleet: str | None = None
@@ -112,6 +115,8 @@ class Round:
 
 
 class Store:
+    """The rounds in one SQLite file (WAL, synchronous FULL: a stored round survives a
+    power cut), for a collector that keeps its own."""
     def __init__(self, path: Path) -> None:
         self.path = path
         self.lock = threading.Lock()
@@ -145,7 +150,8 @@ class Store:
         """The id of the row already holding this round's key, if any."""
         if item.round is None:
             return None
-        row = self.db.execute(KNOWN_ROUND, (*item.lineage, item.round)).fetchone()
+        row: tuple[int] | None = self.db.execute(KNOWN_ROUND,
+                                                 (*item.lineage, item.round)).fetchone()
         return None if row is None else row[0]
 
     def _raise_fence(self, item: Round) -> int | None:
@@ -153,8 +159,9 @@ class Store:
         already higher, leave it and return it: the sender is a deposed leader."""
         if item.epoch is None:
             return None
-        fence = self.db.execute("SELECT epoch FROM fences WHERE fleet = ? AND incarnation = ?",
-                                item.lineage).fetchone()
+        fence: tuple[int] | None = self.db.execute(
+            "SELECT epoch FROM fences WHERE fleet = ? AND incarnation = ?", item.lineage
+        ).fetchone()
         if fence is not None and item.epoch < fence[0]:
             return fence[0]
         self.db.execute(

@@ -18,7 +18,8 @@ from zk_sensor.fleet.repair import AclReport, apply_acls
 from zk_sensor.fleet.revoke import readmit_node, revoke_node
 from zk_sensor.fleet.validation import InvalidValue
 from zk_sensor.zk.access import USER_PATTERN_FORBIDDEN, ZkAccess, read_credentials
-from zk_sensor.zk.client import AccessRefused, Zk
+from zk_sensor.zk.errors import AccessRefused
+from zk_sensor.zk.interface import Zk
 
 NEEDS_BREAK_GLASS = 3
 
@@ -141,7 +142,7 @@ def cmd_node_readmit(zk: Zk, layout: Layout, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_acl_commands(commands: argparse._SubParsersAction) -> None:
+def add_acl_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     acl = commands.add_parser("acl", help="ZooKeeper ACLs of the fleet's namespace")
     acl_commands = acl.add_subparsers(dest="acl_command", required=True)
     apply = acl_commands.add_parser(

@@ -7,9 +7,9 @@ ZooKeeper's ACLs, 3 `acl apply` or `node revoke` done but for a znode that needs
 break-glass identity (acl_commands.py). `check` follows the Nagios plugin convention
 instead (check.py).
 
-Where to connect and as whom comes from the command line, then ZK_SENSOR_* variables,
-then a node's TOML file (`-c /etc/zk-sensor/zk-sensor.toml`), so an operator on a node
-types no host list and no credentials.
+Where to connect and as whom are the node's own settings, layered as the node layers
+them: its TOML file (`-c /etc/zk-sensor/zk-sensor.toml`), then ZK_SENSOR_* variables,
+then the command line, so an operator on a node types no host list and no credentials.
 """
 
 import argparse
@@ -17,32 +17,28 @@ import json
 import os
 import sys
 import time
-import tomllib
-from typing import Any
 
-from kazoo.client import KazooClient
-
-from zk_sensor.config.sources import SettingsError
+from zk_sensor.config.sources import SettingsError, layered
 from zk_sensor.ctl.acl_commands import add_acl_commands
 from zk_sensor.ctl.check import UNKNOWN, add_arguments, cmd_check
+from zk_sensor.ctl.status import format_status, watch_status
 from zk_sensor.fleet.layout import CONFIG_KEYS, Layout
-from zk_sensor.fleet.status import fleet_status, format_status, read_config, watch_status
+from zk_sensor.fleet.status import fleet_status, read_config
 from zk_sensor.fleet.switchover import cmd_switchover
 from zk_sensor.fleet.validation import CONFIG_PARSERS, InvalidValue, format_config_value
-from zk_sensor.zk.access import add_access_arguments, zk_access
-from zk_sensor.zk.client import ZK_ERRORS, AccessRefused, Zk
+from zk_sensor.node.settings import TABLE, Settings
+from zk_sensor.zk.access import zk_access
+from zk_sensor.zk.client import KazooZk, new_client
+from zk_sensor.zk.errors import ZK_ERRORS, AccessRefused
+from zk_sensor.zk.interface import Zk
 
 CONNECT_TIMEOUT = 10.0
 CALL_DEADLINE = 5.0
-# (setting, default): read from the command line, ZK_SENSOR_<SETTING>, the node's file.
-CONNECTION_SETTINGS = {
-    "zookeeper": "127.0.0.1:2181",
-    "namespace": "/zk-sensor",
-    "zk_auth_file": "",
-    "zk_ca_file": "",
-    "zk_cert_file": "",
-    "zk_key_file": "",
-}
+# The node's settings that say where to connect and as whom: flags of zk-sensorctl too.
+CONNECTION_SETTINGS = ("zookeeper", "namespace", "zk_auth_file", "zk_ca_file",
+                       "zk_cert_file", "zk_key_file")
+# And what `check` compares the fleet with; the node's other settings are left unread.
+NODE_SETTINGS = (*CONNECTION_SETTINGS, "sampling_period", "outbox_limit")
 
 
 def cmd_status(zk: Zk, layout: Layout, args: argparse.Namespace) -> int:
@@ -102,14 +98,13 @@ def seconds(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zk-sensorctl", description="Status, config, switchover and health check of a "
-        "zk-sensor fleet."
+        "zk-sensor fleet. Where to connect and as whom comes, as for a node, from the node's "
+        "TOML file (--config), then ZK_SENSOR_<NAME> environment variables, then the flags."
     )
-    parser.add_argument("-c", "--config", help="a node's TOML file: ZooKeeper hosts, "
-                        "namespace, credentials and TLS files are read from it")
-    parser.add_argument("--zookeeper", help="connection string (default: "
-                        "$ZK_SENSOR_ZOOKEEPER, the node's file, or 127.0.0.1:2181)")
-    parser.add_argument("--namespace", help="root znode of the fleet (default /zk-sensor)")
-    add_access_arguments(parser)
+    parser.add_argument("-c", "--config", help="a node's TOML file (also ZK_SENSOR_CONFIG): "
+                        "ZooKeeper hosts, namespace, credentials and TLS files are read from "
+                        "it (default: none)")
+    TABLE.add_arguments(parser, CONNECTION_SETTINGS)
     commands = parser.add_subparsers(dest="command", required=True)
     status = commands.add_parser("status", help="leader, devices, counter, config, last mean")
     status.add_argument("--json", action="store_true", help="machine-readable output")
@@ -147,28 +142,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def node_file(args: argparse.Namespace) -> dict[str, Any]:
-    """The node's TOML file (`-c` or ZK_SENSOR_CONFIG), or nothing."""
-    config_file = args.config or os.environ.get("ZK_SENSOR_CONFIG")
-    if not config_file:
-        return {}
-    try:
-        with open(config_file, "rb") as handle:
-            return tomllib.load(handle)
-    except OSError as error:
-        raise SettingsError(f"cannot read {config_file}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise SettingsError(f"{config_file} is not valid TOML: {error}") from None
+def node_settings(args: argparse.Namespace) -> Settings:
+    """The node's NODE_SETTINGS, from its file (`-c` or ZK_SENSOR_CONFIG), ZK_SENSOR_*
+    variables and the flags; a key the node does not know is refused, as the node would."""
+    return layered(TABLE, TABLE.from_args(args), os.environ, args.config,
+                   only=NODE_SETTINGS).settings
 
 
-def connection_settings(args: argparse.Namespace, from_file: dict[str, Any]) -> dict[str, str]:
-    """Command line, then ZK_SENSOR_* variables, then the node's file, then defaults."""
-    chosen = {}
-    for name, default in CONNECTION_SETTINGS.items():
-        value = getattr(args, name) or os.environ.get(f"ZK_SENSOR_{name.upper()}") \
-            or from_file.get(name) or default
-        chosen[name] = str(value)
-    return chosen
+def connection_settings(node: Settings) -> dict[str, str]:
+    return {name: str(getattr(node, name)) for name in CONNECTION_SETTINGS}
 
 
 def failure(args: argparse.Namespace, status: int, message: str) -> int:
@@ -184,8 +166,8 @@ def failure(args: argparse.Namespace, status: int, message: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        args.node_file = node_file(args)
-        chosen = connection_settings(args, args.node_file)
+        args.node = node_settings(args)
+        chosen = connection_settings(args.node)
         access = zk_access(chosen["zk_auth_file"], chosen["zk_ca_file"],
                            chosen["zk_cert_file"], chosen["zk_key_file"])
         args.access = access
@@ -194,26 +176,27 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "prepare", None):
             args.prepare(args, access)
         if getattr(args, "offline", False):
-            return args.handler(args)
+            offline: int = args.handler(args)
+            return offline
     except (InvalidValue, SettingsError) as error:
         return failure(args, 2, f"refused: {error}")
     hosts = chosen["zookeeper"]
     connect_timeout = getattr(args, "timeout", CONNECT_TIMEOUT)
-    client = KazooClient(hosts=hosts, timeout=CONNECT_TIMEOUT, **access.client_options())
+    zk = KazooZk(new_client(hosts, CONNECT_TIMEOUT, access), CALL_DEADLINE)
     try:
-        client.start(timeout=connect_timeout)
+        zk.start(connect_timeout)
     except ZK_ERRORS:
         return failure(args, 1, f"cannot reach ZooKeeper at {hosts} ({access.describe()})")
     try:
-        return args.handler(Zk(client, CALL_DEADLINE), Layout(chosen["namespace"]), args)
+        status: int = args.handler(zk, Layout(chosen["namespace"]), args)
+        return status
     except AccessRefused as error:
         return failure(args, 2, f"ZooKeeper refused this as {access.describe()} ({error}); "
                                 "an operator's --zk-auth-file is needed")
     except ZK_ERRORS as error:
         return failure(args, 1, f"ZooKeeper error: {type(error).__name__} {error}".rstrip())
     finally:
-        client.stop()
-        client.close()
+        zk.close()
 
 
 if __name__ == "__main__":

@@ -28,9 +28,10 @@ from prometheus_client.registry import Collector
 
 from zk_sensor.config.serving import split_listen
 from zk_sensor.config.sources import SettingsError
-from zk_sensor.ctl.cli import connection_settings, node_file
+from zk_sensor.ctl.cli import CONNECTION_SETTINGS, connection_settings, node_settings
+from zk_sensor.node.settings import TABLE
 from zk_sensor.waker import SignalStop
-from zk_sensor.zk.access import ZkAccess, add_access_arguments, zk_access
+from zk_sensor.zk.access import ZkAccess, zk_access
 
 log = logging.getLogger("zk_sensor")
 
@@ -91,7 +92,11 @@ def parse_mntr(reply: str) -> dict[str, str]:
     return found
 
 
-def add_sample(families: dict[str, Metric], server: str, key: str, value: str) -> None:
+# One family per mntr key, made at the first server that reports it.
+Families = dict[str, GaugeMetricFamily | UnknownMetricFamily]
+
+
+def add_sample(families: Families, server: str, key: str, value: str) -> None:
     """One mntr line of one server into its family (made at its first server)."""
     if key == "server_state":
         family = families.setdefault(key, GaugeMetricFamily(
@@ -124,7 +129,7 @@ class MntrCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("zookeeper_up", "1 if the server answered mntr.",
                                labels=["server"])
-        families: dict[str, Metric] = {}
+        families: Families = {}
         for server in self.servers:
             name = f"{server[0]}:{server[1]}"
             metrics = self.read(server, name)
@@ -150,19 +155,24 @@ class MntrCollector(Collector):
         return metrics
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="zk-sensor-zookeeper-exporter",
-        description="Serves the ZooKeeper servers' own metrics (mntr) to Prometheus.")
+        description="Serves the ZooKeeper servers' own metrics (mntr) to Prometheus. The "
+        "servers and TLS files come, as for a node, from its TOML file (--config), then "
+        "ZK_SENSOR_<NAME> environment variables, then the flags; zookeeper names the client "
+        "ports, the secure ones with TLS.")
     parser.add_argument("-c", "--config", help="a node's or zk-sensorctl's TOML file: the "
-                                               "servers and TLS files (also ZK_SENSOR_CONFIG)")
-    parser.add_argument("--zookeeper", help="the servers, HOST:PORT,... (the client port, "
-                                            "the secure one with TLS)")
-    add_access_arguments(parser)
+                                               "servers and TLS files (also ZK_SENSOR_CONFIG; "
+                                               "default: none)")
+    TABLE.add_arguments(parser, [name for name in CONNECTION_SETTINGS if name != "namespace"])
     parser.add_argument("--listen", default=DEFAULT_LISTEN,
-                        help=f"HOST:PORT of /metrics (default {DEFAULT_LISTEN})")
-    parser.set_defaults(namespace=None)
-    return parser.parse_args(argv)
+                        help=f"HOST:PORT of /metrics (default: {DEFAULT_LISTEN})")
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -173,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)-7s zk-sensor-zookeeper-exporter: "
                                "%(message)s")
     try:
-        chosen = connection_settings(args, node_file(args))
+        chosen = connection_settings(node_settings(args))
         servers = split_hosts(chosen["zookeeper"])
         context = tls_context(zk_access("", chosen["zk_ca_file"], chosen["zk_cert_file"],
                                         chosen["zk_key_file"]))

@@ -1,6 +1,6 @@
 """Who may do what in a fleet's namespace: ZooKeeper digest ACLs.
 
-Three kinds of identity (README, "Trust: credentials, ACLs and TLS"):
+Three kinds of identity (docs/explanation/trust.md):
 - the operator may do everything, ACLs included;
 - the members: either one identity all nodes share (`--fleet-auth-file`), or one per node,
   `node-<id>` (`--members-file`). Members read the config and do everything a node does
@@ -20,18 +20,15 @@ have ADMIN. Members thus see the operator's digest (unsalted SHA-1 of user:passw
 operator's password must be long and random, as the playbook makes it.
 """
 
-import json
 from dataclasses import dataclass
 
-from kazoo.exceptions import NoNodeError
-from kazoo.security import ACL, ANYONE_ID_UNSAFE, Id, Permissions
-
-from zk_sensor.codec import decode_json
 from zk_sensor.fleet.election import node_of
 from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.payloads import Garbage, MemberAcl
 from zk_sensor.fleet.validation import InvalidValue
 from zk_sensor.zk.access import Credentials
-from zk_sensor.zk.client import Zk
+from zk_sensor.zk.errors import NoNodeError
+from zk_sensor.zk.interface import ACL, ANYONE_ID_UNSAFE, Id, Permissions, Zk
 
 NODE_PERMS = Permissions.READ | Permissions.WRITE | Permissions.CREATE | Permissions.DELETE
 OWN_PERMS = Permissions.READ | Permissions.WRITE
@@ -153,26 +150,17 @@ def set_acl_if_needed(zk: Zk, path: str, wanted: list[ACL],
 
 
 def encode_acl(acls: list[ACL]) -> bytes:
-    return json.dumps([[acl.perms, acl.id.scheme, acl.id.id] for acl in acls]).encode()
+    return MemberAcl(tuple(acls)).encode()
 
 
 def decode_acl(data: bytes) -> list[ACL]:
-    """InvalidMemberAcl for anything but a non-empty list of [perms, scheme, id]."""
-    try:
-        items = decode_json(data)
-    except ValueError as error:
-        raise InvalidMemberAcl(f"member ACL is not JSON: {error}") from None
-    if not isinstance(items, list) or not items or not all(map(is_acl_entry, items)):
-        raise InvalidMemberAcl("member ACL is not a non-empty list of [perms 1..31, scheme, id]")
-    return [ACL(perms, Id(scheme, ident)) for perms, scheme, ident in items]
-
-
-def is_acl_entry(item: object) -> bool:
-    if not isinstance(item, list) or len(item) != 3:
-        return False
-    perms, scheme, ident = item
-    return (type(perms) is int and 0 < perms <= Permissions.ALL
-            and isinstance(scheme, str) and bool(scheme) and isinstance(ident, str))
+    """Raises InvalidMemberAcl for anything but a non-empty list of [perms, scheme, id]:
+    the member ACL is refused whole (`MemberAcl.decode` says why), and the node creates
+    nothing rather than open znodes."""
+    member = MemberAcl.decode(data)
+    if isinstance(member, Garbage):
+        raise InvalidMemberAcl(member.reason)
+    return list(member.acls)
 
 
 def matrix_of_member_acl(acls: list[ACL]) -> AclMatrix:

@@ -1,34 +1,16 @@
 """The round's aggregate: what the leader computes from the readings and delivers.
 
-Its `time` is the leader's wall clock at the close; a leader whose clock NTP has not yet
-synchronised (clock.py) marks it `"clock": "unsynced"`, as nodes mark their readings, and
-the collector then stores the round without a measurement time rather than a wrong one.
+The model and its wire format are payloads/outbox.py's `Aggregate` (re-exported here for
+node/ and the tests). Its `time` is the leader's wall clock at the close; a leader whose
+clock NTP has not yet synchronised (clock.py) marks it `"clock": "unsynced"`, as nodes
+mark their readings, and the collector then stores the round without a measurement time
+rather than a wrong one.
 """
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 
-
-@dataclass(frozen=True)
-class Aggregate:
-    round: int
-    epoch: int
-    leader: str
-    mean: float
-    count: int
-    min: float
-    max: float
-    time: float
-    incarnation: str = ""
-    clock_synced: bool = True
-
-    def as_dict(self) -> dict[str, float | int | str]:
-        payload: dict[str, float | int | str] = asdict(self)
-        del payload["clock_synced"]
-        if not self.clock_synced:
-            payload["clock"] = "unsynced"
-        return payload
+from zk_sensor.fleet.payloads.outbox import Aggregate as Aggregate  # imported from here
 
 
 def aggregate(

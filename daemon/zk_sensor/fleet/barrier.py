@@ -9,78 +9,34 @@ that also checks its fencing epoch. Nothing to miss, nothing to pass twice, and 
 payload carries the previous round's aggregate so every node (and the CLI) can show it.
 """
 
-import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
-from kazoo.client import TransactionRequest
-from kazoo.protocol.states import ZnodeStat
-
-from zk_sensor.codec import Undecodable, finite_number, json_object, text_field, whole_number
 from zk_sensor.fleet.aggregate import Aggregate
-from zk_sensor.fleet.outbox import aggregate_from
+from zk_sensor.fleet.payloads import BarrierState as BarrierState  # imported from here
+from zk_sensor.fleet.payloads import Garbage, or_none
+from zk_sensor.zk.interface import Transaction, ZnodeStat
 
 log = logging.getLogger("zk_sensor")
 
-
-@dataclass(frozen=True)
-class BarrierState:
-    round: int
-    epoch: int = 0
-    leader: str = ""
-    released_at: float = 0.0
-    last: dict[str, Any] | None = None
-    clock_synced: bool = True
-
-
 def encode_barrier(state: BarrierState) -> bytes:
-    """`released_at` is the leader's wall clock, marked as readings are when unsynced."""
-    payload = asdict(state)
-    del payload["clock_synced"]
-    if not state.clock_synced:
-        payload["clock"] = "unsynced"
-    return json.dumps(payload, separators=(",", ":")).encode()
+    """`BarrierState.encode`, under the name node/leader.py imports."""
+    return state.encode()
 
 
 def decode_barrier(data: bytes | None) -> BarrierState | None:
-    """None for a barrier that is missing or unreadable; the loop re-checks later."""
-    try:
-        return barrier_from(json_object(data)) if data else None
-    except Undecodable:
-        return None
-
-
-def barrier_from(payload: dict[str, Any]) -> BarrierState:
-    """Every field checked, so nothing downstream (the status line, the CLI's rendering
-    of the last mean) meets a value of the wrong type. A `last` that is not an aggregate
-    is dropped rather than the whole barrier: the round is what the fleet needs."""
-    if "round" not in payload:
-        raise Undecodable("no round field")
-    return BarrierState(
-        round=whole_number(payload["round"], "round"),
-        epoch=whole_number(payload.get("epoch", 0), "epoch"),
-        leader=text_field(payload.get("leader", ""), "leader"),
-        released_at=finite_number(payload.get("released_at", 0.0), "released_at"),
-        last=last_aggregate(payload.get("last")),
-        clock_synced=payload.get("clock") != "unsynced",
-    )
-
-
-def last_aggregate(value: Any) -> dict[str, Any] | None:
-    if not isinstance(value, dict):
-        return None
-    try:
-        return aggregate_from(value).as_dict()
-    except Undecodable:
-        return None
+    """None for a barrier that is missing or garbage (`BarrierState.decode` says why):
+    the contract collector/fence.py relies on."""
+    return or_none(BarrierState.decode(data))
 
 
 def next_round(
     current: BarrierState, *, epoch: int, leader: str, now: float, last: Aggregate | None,
     clock_synced: bool = True,
 ) -> BarrierState:
+    """The barrier that releases `current`: the next round, opened by this leader, with
+    this round's aggregate as the last one (or the previous last, for an empty round)."""
     return BarrierState(
         round=current.round + 1,
         epoch=epoch,
@@ -92,10 +48,10 @@ def next_round(
 
 
 def add_release(
-    transaction: TransactionRequest, path: str, state: BarrierState, version: int
+    transaction: Transaction, path: str, state: BarrierState, version: int
 ) -> None:
     """The write that releases the fleet; fails (and rolls back) if anyone else moved it."""
-    transaction.set_data(path, encode_barrier(state), version=version)
+    transaction.set_data(path, state.encode(), version=version)
 
 
 @dataclass
@@ -113,18 +69,18 @@ class BarrierView:
     stall_warned: bool = False
 
     def is_newer(self, stat: ZnodeStat) -> bool:
-        return stat.czxid != self.created or stat.version > self.version
+        return bool(stat.czxid != self.created or stat.version > self.version)
 
     def accept(self, data: bytes | None, stat: ZnodeStat) -> bool:
         """True if the barrier moved; garbage is logged once per version and ignored."""
         if not self.is_newer(stat):
             return False
-        state = decode_barrier(data)
-        if state is None:
+        state = BarrierState.decode(data)
+        if isinstance(state, Garbage):
             if self.garbage_logged != (stat.czxid, stat.version):
                 self.garbage_logged = (stat.czxid, stat.version)
-                log.error("barrier znode holds garbage (version %d); waiting for the leader "
-                          "to repair it", stat.version)
+                log.error("barrier znode holds garbage (version %d: %s); waiting for the "
+                          "leader to repair it", stat.version, state.reason)
             return False
         self.state, self.version, self.created = state, stat.version, stat.czxid
         self.stored_at = stat.mtime / 1000.0

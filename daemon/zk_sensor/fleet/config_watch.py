@@ -8,16 +8,19 @@ the new value or keeps the last good one with one clear error line.
 import logging
 from collections.abc import Callable
 
-from kazoo.client import KazooClient
-from kazoo.recipe.watchers import DataWatch
-
 from zk_sensor.fleet.layout import CONFIG_KEYS, Layout
 from zk_sensor.fleet.validation import CONFIG_PARSERS, InvalidValue, format_config_value
+from zk_sensor.zk.interface import Zk
 
 log = logging.getLogger("zk_sensor")
 
 
 class LiveConfig:
+    """The fleet-wide config values in force on this node: the last good value of each
+    key, or the node's own default while ZooKeeper holds none. Kept by the daemon's loop,
+    so a bad value written behind the CLI's back (zkCli.sh) is refused with one line and
+    never half applied."""
+
     def __init__(self, defaults: dict[str, float | str]) -> None:
         self.defaults = dict(defaults)
         self.values = dict(defaults)
@@ -57,14 +60,11 @@ class LiveConfig:
 
 
 def watch_config(
-    client: KazooClient, layout: Layout, deliver: Callable[[str, bytes | None], None]
-) -> list[DataWatch]:
-    """One DataWatch per key; each change (and the first read) is handed to `deliver`."""
+    zk: Zk, layout: Layout, deliver: Callable[[str, bytes | None], None]
+) -> list[object]:
+    """One data watch per key; each change (and the first read) is handed to `deliver`."""
 
-    def watcher(key: str) -> Callable[[bytes | None, object], None]:
-        def on_data(data: bytes | None, _stat: object) -> None:
-            deliver(key, data)
+    def watcher(key: str) -> Callable[[bytes | None], None]:
+        return lambda data: deliver(key, data)
 
-        return on_data
-
-    return [DataWatch(client, layout.config_key(key), watcher(key)) for key in CONFIG_KEYS]
+    return [zk.watch_data(layout.config_key(key), watcher(key)) for key in CONFIG_KEYS]

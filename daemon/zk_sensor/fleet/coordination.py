@@ -16,86 +16,43 @@ repaired by it when they hold garbage or are gone.
 - `outbox`: pending rounds (outbox.py); its data records the last release.
 """
 
-import json
-import re
-import uuid
 from dataclasses import dataclass, field
-from typing import Any
 
-from kazoo.client import TransactionRequest
-from kazoo.exceptions import NoNodeError
-
-from zk_sensor.codec import Undecodable, json_object, whole_number
-from zk_sensor.fleet.barrier import BarrierState, decode_barrier, encode_barrier
 from zk_sensor.fleet.layout import Layout
-from zk_sensor.fleet.outbox import Loaded, OutboxStats, encode_stats, load_outbox
-from zk_sensor.zk.client import Zk
-
-INCARNATION = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# A leader's id in the epoch znode (bare, as earlier releases wrote it, or in its JSON) is
-# at most 64 characters, as node ids are; anything longer is garbage.
-MAX_BARE_ID = 64
+from zk_sensor.fleet.outbox import Loaded, OutboxStats, load_outbox
+from zk_sensor.fleet.payloads import BarrierState, EpochRecord, Incarnation, or_none
+from zk_sensor.fleet.payloads import epoch_holder as epoch_holder  # imported from here
+from zk_sensor.zk.errors import NoNodeError
+from zk_sensor.zk.interface import Transaction, Zk
 
 
 def new_incarnation() -> str:
-    return uuid.uuid4().hex
+    return Incarnation.new().id
 
 
 def decode_incarnation(data: bytes | None) -> str | None:
-    text = (data or b"").decode(errors="replace").strip()
-    return text if INCARNATION.fullmatch(text) else None
+    """The fleet's id, or None for garbage (`Incarnation.decode` says why)."""
+    incarnation = or_none(Incarnation.decode(data))
+    return None if incarnation is None else incarnation.id
 
 
 def encode_epoch(epoch: int, leader: str) -> bytes:
-    return json.dumps({"epoch": epoch, "leader": leader}, separators=(",", ":")).encode()
+    return EpochRecord(epoch, leader).encode()
 
 
 def decode_epoch(data: bytes | None, version: int) -> int | None:
     """The epoch number; a bare leader id (written by earlier releases, whose epoch was the
-    znode's version) stands for the version; None for garbage."""
-    if (payload := epoch_payload(data)) is None:
-        return version if bare_id(data) is not None else None
-    try:
-        return whole_number(payload.get("epoch"), "epoch")
-    except Undecodable:
-        return None
-
-
-def epoch_holder(data: bytes | None) -> str | None:
-    """The node that took office with this epoch (a bare id in earlier releases)."""
-    if (payload := epoch_payload(data)) is None:
-        return bare_id(data)
-    leader = payload.get("leader")
-    return leader if isinstance(leader, str) and printable_id(leader) else None
-
-
-def epoch_payload(data: bytes | None) -> dict[str, Any] | None:
-    """The epoch znode's JSON object; None for a bare id, or for garbage (which is no
-    bare id either, so both callers then say None)."""
-    if not (data or b"").lstrip().startswith(b"{"):
-        return None
-    try:
-        return json_object(data)
-    except Undecodable:
-        return None
-
-
-def bare_id(data: bytes | None) -> str | None:
-    """An earlier release's epoch znode: the leader's id alone, printable and short."""
-    if not data or len(data) > MAX_BARE_ID or data.lstrip().startswith(b"{"):
-        return None
-    text = data.decode(errors="replace").strip()
-    return text if printable_id(text) else None
-
-
-def printable_id(text: str) -> bool:
-    """A lone surrogate (JSON's `\\ud800`) is not printable, so it never reaches a log."""
-    return 0 < len(text) <= MAX_BARE_ID and text.isprintable()
+    znode's version) stands for the version; None for garbage (`EpochRecord.decode` says
+    why)."""
+    record = or_none(EpochRecord.decode(data, version))
+    return None if record is None else record.epoch
 
 
 @dataclass
 class FleetState:
-    """The coordination znodes as read; a version of None means the znode is missing."""
+    """The coordination znodes as read: a leader's evidence before it acts. A version of
+    None means the znode is missing; a value of None with a version means it holds
+    garbage, which the leader repairs (plan_repairs)."""
     incarnation: str | None = None
     incarnation_version: int | None = None
     epoch: int | None = None
@@ -103,9 +60,12 @@ class FleetState:
     barrier: BarrierState | None = None
     barrier_version: int | None = None
     pending: Loaded | None = None
+    # The zxid that created the epoch znode: a re-created one starts over at version 0.
+    epoch_created: int | None = None
 
 
 def read_fleet_state(zk: Zk, layout: Layout) -> FleetState:
+    """The three coordination znodes in one batch, and the outbox (None if it is gone)."""
     state = FleetState()
     found = zk.get_many([layout.incarnation, layout.epoch, layout.barrier])
     if (incarnation := found[layout.incarnation]) is not None:
@@ -113,9 +73,9 @@ def read_fleet_state(zk: Zk, layout: Layout) -> FleetState:
         state.incarnation_version = incarnation[1].version
     if (epoch := found[layout.epoch]) is not None:
         state.epoch = decode_epoch(epoch[0], epoch[1].version)
-        state.epoch_version = epoch[1].version
+        state.epoch_version, state.epoch_created = epoch[1].version, epoch[1].czxid
     if (barrier := found[layout.barrier]) is not None:
-        state.barrier = decode_barrier(barrier[0])
+        state.barrier = or_none(BarrierState.decode(barrier[0]))
         state.barrier_version = barrier[1].version
     try:
         state.pending = load_outbox(zk, layout)
@@ -140,19 +100,24 @@ def highest_round(state: FleetState, remembered: int | None) -> int | None:
     """The open round as the evidence shows it, or None with no evidence at all.
 
     The outbox's record of the last release is exact; a garbage barrier's version is only
-    an upper bound (garbage writes bump it too), used when the outbox is gone as well."""
+    an upper bound (garbage writes bump it too), used when the outbox's record is gone or
+    garbage as well: a round number skipped is harmless, one used twice is not."""
     evidence = [] if remembered is None else [remembered]
     if state.barrier is not None:
         evidence.append(state.barrier.round)
     if state.pending is not None:
         evidence.append(state.pending.stats.released)
         evidence.extend(aggregate.round + 1 for aggregate in state.pending.rounds)
-    elif state.barrier is None and state.barrier_version is not None:
+    record_known = state.pending is not None and state.pending.stats_read
+    if state.barrier is None and state.barrier_version is not None and not record_known:
         evidence.append(state.barrier_version)
     return max(evidence) if evidence else None
 
 
 def plan_repairs(state: FleetState, remembered: int | None, epoch: int) -> Repairs:
+    """What to write, fenced by `epoch`, so every coordination znode holds a value again:
+    a new incarnation, a barrier at the highest round anything remembers, an empty outbox.
+    Pure: the tests decide it without a server."""
     repairs = Repairs()
     if state.epoch is None and state.epoch_version is not None:
         # Taking office rewrites the epoch znode anyway; a sitting leader never sees this
@@ -183,19 +148,20 @@ def plan_repairs(state: FleetState, remembered: int | None, epoch: int) -> Repai
     return repairs
 
 
-def add_repairs(transaction: TransactionRequest, layout: Layout, state: FleetState,
+def add_repairs(transaction: Transaction, layout: Layout, state: FleetState,
                 repairs: Repairs) -> None:
     """Each repair by the version read, so a concurrent writer makes the whole fail."""
     if repairs.incarnation is not None:
         put(transaction, layout.incarnation, repairs.incarnation.encode(),
             state.incarnation_version)
     if repairs.barrier is not None:
-        put(transaction, layout.barrier, encode_barrier(repairs.barrier), state.barrier_version)
+        put(transaction, layout.barrier, repairs.barrier.encode(), state.barrier_version)
     if repairs.outbox is not None:
-        transaction.create(layout.outbox, encode_stats(repairs.outbox))
+        transaction.create(layout.outbox, repairs.outbox.encode())
 
 
-def put(transaction: TransactionRequest, path: str, data: bytes, version: int | None) -> None:
+def put(transaction: Transaction, path: str, data: bytes, version: int | None) -> None:
+    """Create a missing znode, or overwrite the one read by its version."""
     if version is None:
         transaction.create(path, data)
     else:
@@ -210,10 +176,10 @@ def prepare_namespace(zk: Zk, layout: Layout) -> None:
         zk.ensure_path(path)
     if zk.exists(layout.incarnation) is not None:
         return
-    transaction = zk.client.transaction()
+    transaction = zk.transaction()
     transaction.create(layout.incarnation, new_incarnation().encode())
     if zk.exists(layout.epoch) is None:
         transaction.create(layout.epoch, encode_epoch(0, ""))
     if zk.exists(layout.barrier) is None:
-        transaction.create(layout.barrier, encode_barrier(BarrierState(round=0)))
+        transaction.create(layout.barrier, BarrierState(round=0).encode())
     zk.commit(transaction)

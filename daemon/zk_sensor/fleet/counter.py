@@ -14,12 +14,11 @@ Fleets started by earlier releases kept counts in per-node shards, `counter/<nod
 they are still read, each node counting as the larger of its shard and its reading.
 """
 
-from kazoo.exceptions import NoNodeError
-
 from zk_sensor.codec import MAX_WHOLE
 from zk_sensor.fleet.layout import Layout
 from zk_sensor.fleet.readings import Collection
-from zk_sensor.zk.client import Zk
+from zk_sensor.zk.errors import NoNodeError
+from zk_sensor.zk.interface import Zk
 
 MAX_COUNT_CHARS = 32
 

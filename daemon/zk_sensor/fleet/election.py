@@ -22,11 +22,9 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from kazoo.exceptions import NoNodeError, NotEmptyError
-from kazoo.security import ACL
-
 from zk_sensor.fleet.layout import Layout
-from zk_sensor.zk.client import Zk
+from zk_sensor.zk.errors import NoNodeError, NotEmptyError
+from zk_sensor.zk.interface import ACL, Zk
 
 PREFIX = "n_"
 log = logging.getLogger("zk_sensor")
@@ -72,6 +70,11 @@ def is_candidate_of(name: str, node_id: str) -> bool:
 
 
 class Election:
+    """This node's place in the line of candidates: it stands (`register`), learns whether
+    it is first (`evaluate`, watching only its predecessor), stands again at the back for a
+    switchover and resigns. Leadership is a fact the daemon's loop re-checks, not a call
+    it is stuck inside (kazoo's recipe), so a suspended connection can step down at once."""
+
     def __init__(
         self, zk: Zk, layout: Layout, node_id: str, on_change: Callable[[], None]
     ) -> None:
@@ -103,7 +106,7 @@ class Election:
         session timeout: left alone it would lead in our name until its session expires,
         and nobody would act, so it is removed.
         """
-        session_id = self.zk.client.client_id[0] if self.zk.client.client_id else None
+        session_id = self.zk.session_id
         ours = sorted((name for name in self.zk.children(self.layout.election)
                        if is_candidate_of(name, self.node_id)), key=sequence_of)
         self.candidate = None
@@ -115,6 +118,9 @@ class Election:
                 continue
             if stat.ephemeralOwner == session_id and self.candidate is None:
                 self.candidate = name
+                continue
+            if not stat.ephemeralOwner:
+                self.set_aside(name)
                 continue
             with contextlib.suppress(NoNodeError):
                 self.zk.delete(path, version=stat.version)
@@ -145,9 +151,15 @@ class Election:
         """Remove every candidate named after us but ours; returns the names left."""
         left = []
         for name in names:
+            if name in self.impostors:
+                continue
             if is_candidate_of(name, self.node_id) and name != self.candidate:
-                with contextlib.suppress(NoNodeError):
+                try:
                     self.zk.delete(f"{self.layout.election}/{name}")
+                except NoNodeError:
+                    pass
+                except NotEmptyError:
+                    self.set_aside(name)
             else:
                 left.append(name)
         self.untidy = False
@@ -164,6 +176,7 @@ class Election:
             names = self.line()
         if self.untidy:
             names = self.tidy(names)
+        assert self.candidate is not None, "register() names this node's candidate"
         position = names.index(self.candidate)
         while position > 0:
             predecessor = f"{self.layout.election}/{names[position - 1]}"
@@ -182,7 +195,8 @@ class Election:
         return sorted((name for name in names if name not in self.impostors), key=sequence_of)
 
     def set_aside(self, name: str) -> None:
-        """A persistent znode stood ahead of us: no candidate, whatever its name says."""
+        """A persistent znode in the line: no candidate, whatever its name says (even ours:
+        anyone with the fleet's credential may create one, and a child pins it)."""
         self.impostors.add(name)
         log.warning("election: %s is persistent, no candidate: skipping it and removing it",
                     name)

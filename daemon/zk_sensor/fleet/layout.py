@@ -11,6 +11,9 @@ CONFIG_KEYS = ("sampling_period", "api_url")
 
 @dataclass(frozen=True)
 class Layout:
+    """Every path of one fleet, derived from its namespace, so the daemon, the CLI and the
+    collector's fence name the same znodes."""
+
     namespace: str = "/zk-sensor"
 
     @property

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 @dataclass
 class Lease:
+    """How long a leader may still act without hearing from the quorum: `length` (half the
+    negotiated session timeout) from the last round trip it sent (`since`)."""
+
     length: float = 0.0
     since: float = 0.0
 

@@ -9,17 +9,15 @@ before anything is written.
 
 import base64
 import binascii
-import json
 from pathlib import Path
 
-from kazoo.exceptions import NoNodeError
-
-from zk_sensor.codec import decode_json
 from zk_sensor.config.sources import SettingsError
 from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.payloads import Garbage, Revoked
 from zk_sensor.fleet.validation import InvalidValue
 from zk_sensor.zk.access import USER_PATTERN_FORBIDDEN
-from zk_sensor.zk.client import Zk
+from zk_sensor.zk.errors import NoNodeError
+from zk_sensor.zk.interface import Zk
 
 SHA1_BYTES = 20
 
@@ -66,23 +64,21 @@ def read_members_file(path_text: str) -> list[str]:
 
 
 def encode_revoked(users: list[str]) -> bytes:
-    return json.dumps(sorted(set(users))).encode()
+    return Revoked(tuple(users)).encode()
 
 
 def decode_revoked(data: bytes) -> list[str]:
-    """InvalidRevoked for anything but a list of user names."""
-    try:
-        users = decode_json(data) if data else []
-    except ValueError as error:
-        raise InvalidRevoked(f"revoked list is not JSON: {error}") from None
-    if not isinstance(users, list) or not all(
-            isinstance(user, str) and user and not USER_PATTERN_FORBIDDEN & set(user)
-            for user in users):
-        raise InvalidRevoked("revoked list is not a list of user names")
-    return users
+    """Raises InvalidRevoked for anything but a list of user names: the older contract the
+    tests use; `Revoked.decode` returns Garbage instead."""
+    revoked = Revoked.decode(data)
+    if isinstance(revoked, Garbage):
+        raise InvalidRevoked(revoked.reason)
+    return list(revoked.users)
 
 
 def read_revoked(zk: Zk, layout: Layout) -> list[str]:
+    """The revoked user names; raises InvalidRevoked for garbage, so nothing is written
+    until an operator has looked at it."""
     try:
         data, _ = zk.get(layout.revoked)
     except NoNodeError:

@@ -15,81 +15,57 @@ them: a leader inheriting a backlog of a thousand rounds clears it in ten commit
 over ten loop steps, not a thousand commits in one step that outlasts the watchdog.
 """
 
-import json
-from dataclasses import asdict, dataclass, replace
-from typing import Any
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
-from kazoo.client import TransactionRequest
-
-from zk_sensor.codec import Undecodable, finite_number, json_object, text_field, whole_number
-from zk_sensor.fleet.aggregate import Aggregate
+from zk_sensor.codec import Undecodable
 from zk_sensor.fleet.layout import Layout
-from zk_sensor.zk.client import Zk
+from zk_sensor.fleet.payloads import Aggregate, Garbage
+from zk_sensor.fleet.payloads import OutboxStats as OutboxStats  # imported from here
+from zk_sensor.zk.interface import Transaction, Zk
 
 CLEANUP_BATCH = 100
 
 
-@dataclass(frozen=True)
-class OutboxStats:
-    dropped: int = 0
-    rejected: int = 0
-    released: int = 0
-
-
-def encode_stats(stats: OutboxStats) -> bytes:
-    return json.dumps(asdict(stats)).encode()
-
-
 def decode_stats(data: bytes | None) -> OutboxStats:
     """Counts that are not ours read as zero: the next release writes them afresh."""
-    try:
-        payload = json_object(data or b"{}")
-    except Undecodable:
-        return OutboxStats()
-    return OutboxStats(**{name: count_or_zero(payload.get(name, 0), name)
-                          for name in ("dropped", "rejected", "released")})
-
-
-def count_or_zero(value: Any, name: str) -> int:
-    try:
-        return whole_number(value, name)
-    except Undecodable:
-        return 0
+    stats = OutboxStats.decode(data)
+    return OutboxStats() if isinstance(stats, Garbage) else stats
 
 
 def encode_pending(aggregate: Aggregate) -> bytes:
-    return json.dumps(aggregate.as_dict()).encode()
+    return aggregate.encode()
 
 
 def decode_pending(data: bytes | None) -> Aggregate:
-    """Raises ValueError (Undecodable) for a znode that is not a round we wrote."""
-    return aggregate_from(json_object(data))
+    """Raises Undecodable (a ValueError) for a znode that is not a round we wrote: the
+    older contract, for the tests that use it; `Aggregate.decode` returns Garbage."""
+    pending = Aggregate.decode(data)
+    if isinstance(pending, Garbage):
+        raise Undecodable(pending.reason)
+    return pending
 
 
-def aggregate_from(payload: dict[str, Any]) -> Aggregate:
-    """An aggregate as `Aggregate.as_dict` wrote it, every field checked (also the
-    barrier's copy of the last one); Undecodable otherwise."""
-    try:
-        return Aggregate(
-            round=whole_number(payload["round"], "round"),
-            epoch=whole_number(payload["epoch"], "epoch"),
-            leader=text_field(payload["leader"], "leader"),
-            mean=finite_number(payload["mean"], "mean"),
-            count=whole_number(payload["count"], "count"),
-            min=finite_number(payload["min"], "min"),
-            max=finite_number(payload["max"], "max"),
-            time=finite_number(payload["time"], "time"),
-            incarnation=text_field(payload.get("incarnation", ""), "incarnation"),
-            clock_synced=payload.get("clock") != "unsynced")
-    except KeyError as missing:
-        raise Undecodable(f"not a round: no {missing} field") from None
 
+class Outcome(StrEnum):
+    """What became of one round at the collectors, as the leader acts on it: DELIVERED and
+    REJECTED leave the outbox (a refused round never will be accepted), FENCED means a
+    newer leader holds the epoch (step down), RETRY keeps it pending."""
+
+    DELIVERED = "delivered"
+    FENCED = "fenced"
+    REJECTED = "rejected"
+    RETRY = "retry"
 
 @dataclass
 class Loaded:
+    """The outbox as a new leader inherits it: its pending rounds oldest first, the names
+    of entries that are no round (to be removed) and the counts (`stats_read`: False when
+    they were garbage and read as zero, so they prove nothing about the last round)."""
     rounds: list[Aggregate]
     garbage: list[str]
     stats: OutboxStats
+    stats_read: bool = True
 
 
 def load_outbox(zk: Zk, layout: Layout) -> Loaded:
@@ -108,9 +84,8 @@ def load_outbox(zk: Zk, layout: Layout) -> Loaded:
             continue
         if (result := found[path]) is None:
             continue
-        try:
-            pending = decode_pending(result[0])
-        except Undecodable:
+        pending = Aggregate.decode(result[0])
+        if isinstance(pending, Garbage):
             garbage.append(name)
             continue
         if layout.outbox_round(pending.round) == path:
@@ -118,7 +93,10 @@ def load_outbox(zk: Zk, layout: Layout) -> Loaded:
         else:
             garbage.append(name)
     rounds.sort(key=lambda aggregate: aggregate.round)
-    return Loaded(rounds, garbage, decode_stats(data))
+    stats = OutboxStats.decode(data)
+    if isinstance(stats, Garbage):
+        return Loaded(rounds, garbage, OutboxStats(), stats_read=False)
+    return Loaded(rounds, garbage, stats)
 
 
 class Outbox:
@@ -131,7 +109,7 @@ class Outbox:
         self.limit = limit
         self.pending: list[int] = []
         self.stats = OutboxStats()
-        self.answered: dict[int, str] = {}
+        self.answered: dict[int, Outcome] = {}
 
     def load(self, loaded: Loaded) -> None:
         """As read from ZooKeeper; answers for rounds already gone were removed by a
@@ -145,7 +123,7 @@ class Outbox:
         not about this office, and spare the next office of this node a re-send."""
         self.pending, self.stats = [], OutboxStats()
 
-    def add_release(self, transaction: TransactionRequest, result: Aggregate | None,
+    def add_release(self, transaction: Transaction, result: Aggregate | None,
                     opened: int) -> tuple[int | None, OutboxStats]:
         """Queue the round in the release transaction and record the round it opens; when
         full, drop the oldest in the same transaction. Returns the dropped round and the
@@ -153,12 +131,12 @@ class Outbox:
         stats = replace(self.stats, released=opened)
         dropped = None
         if result is not None:
-            transaction.create(self.layout.outbox_round(result.round), encode_pending(result))
+            transaction.create(self.layout.outbox_round(result.round), result.encode())
             if len(self.pending) >= self.limit:
                 dropped = self.pending[0]
                 stats = replace(stats, dropped=stats.dropped + 1)
                 transaction.delete(self.layout.outbox_round(dropped))
-        transaction.set_data(self.layout.outbox, encode_stats(stats))
+        transaction.set_data(self.layout.outbox, stats.encode())
         return dropped, stats
 
     def released(self, result: Aggregate | None, dropped: int | None,
@@ -178,25 +156,25 @@ class Outbox:
                          if number in present}
         return bool(self.answered)
 
-    def add_cleanup(self, transaction: TransactionRequest
-                    ) -> tuple[list[tuple[int, str]], OutboxStats]:
+    def add_cleanup(self, transaction: Transaction
+                    ) -> tuple[list[tuple[int, Outcome]], OutboxStats]:
         """Call after forget_answers_for_gone_rounds, in office."""
         batch = sorted(self.answered.items())[:CLEANUP_BATCH]
         stats = self.stats
         for round_number, outcome in batch:
             transaction.delete(self.layout.outbox_round(round_number))
-            if outcome == "rejected":
+            if outcome == Outcome.REJECTED:
                 stats = replace(stats, rejected=stats.rejected + 1)
-        transaction.set_data(self.layout.outbox, encode_stats(stats))
+        transaction.set_data(self.layout.outbox, stats.encode())
         return batch, stats
 
-    def cleaned(self, batch: list[tuple[int, str]], stats: OutboxStats) -> None:
+    def cleaned(self, batch: list[tuple[int, Outcome]], stats: OutboxStats) -> None:
         done = {round_number for round_number, _ in batch}
         for round_number in done:
             self.answered.pop(round_number, None)
         self.pending = [number for number in self.pending if number not in done]
         self.stats = stats
 
-    def answer(self, round_number: int, outcome: str) -> None:
+    def answer(self, round_number: int, outcome: Outcome) -> None:
         """The first answer stands: a second is the collector's "duplicate" of a re-send."""
         self.answered.setdefault(round_number, outcome)

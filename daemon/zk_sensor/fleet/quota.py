@@ -13,21 +13,21 @@ both are written. The server keeps the usage in `zookeeper_stats`, which it fill
 the znode is created. Everything under `/zookeeper/quota` is open to anyone by default, so
 the quota path is locked to the operator: no member can lift it.
 
-Defaults, for fleets up to 1,000 nodes (README "Root and quotas"): per node a reading,
-two candidates (during a switchover) and an earlier release's counter shard, 4,000; the
-outbox's 1,000 rounds; about 20 fixed znodes; twice that, 10,000 znodes. Data: readings
-up to 256 bytes, outbox rounds up to 512 bytes, the member ACL 50 bytes per node, about
-0.8 MB; twice that, 2 MB (count and bytes are of the data only, not the names).
+Defaults, for fleets up to 1,000 nodes (docs/how-to/acls.md, "The root and the quota"):
+per node a reading, two candidates (during a switchover) and an earlier release's counter
+shard, 4,000; the outbox's 1,000 rounds; about 20 fixed znodes; twice that, 10,000
+znodes. Data: readings up to 256 bytes, outbox rounds up to 512 bytes, the member ACL 50
+bytes per node, about 0.8 MB; twice that, 2 MB (count and bytes are of the data only, not
+the names).
 """
 
+import builtins
 from dataclasses import dataclass
-
-from kazoo.exceptions import NodeExistsError
-from kazoo.security import ACL, Permissions
 
 from zk_sensor.fleet.acl import ANYONE_READS, digest_acl, set_acl_if_needed
 from zk_sensor.fleet.layout import Layout
-from zk_sensor.zk.client import Zk
+from zk_sensor.zk.errors import NodeExistsError
+from zk_sensor.zk.interface import ACL, Permissions, Zk
 
 DEFAULT_MAX_ZNODES = 10_000
 DEFAULT_MAX_BYTES = 2_000_000
@@ -38,10 +38,13 @@ STATS = "zookeeper_stats"
 
 @dataclass(frozen=True)
 class Quota:
+    """ZooKeeper's limits on the namespace (znodes and data bytes), as the quota znode
+    holds them: what a stolen member credential can pile into the servers' memory."""
+
     znodes: int
     bytes: int
 
-    def encode(self) -> bytes:
+    def encode(self) -> "builtins.bytes":
         return (f"count={self.znodes},bytes={self.bytes},"
                 f"countHardLimit={self.znodes},byteHardLimit={self.bytes}").encode()
 

@@ -15,20 +15,21 @@ the root is beyond repair without super), and nothing at all is touched.
 from collections import deque
 from dataclasses import dataclass, field
 
-from kazoo.exceptions import NodeExistsError, NoNodeError, NotEmptyError
-from kazoo.security import ACL
-
 from zk_sensor.fleet.acl import AclMatrix, encode_acl, set_acl_if_needed
 from zk_sensor.fleet.coordination import prepare_namespace
 from zk_sensor.fleet.layout import Layout
 from zk_sensor.fleet.members import encode_revoked
-from zk_sensor.zk.client import AccessRefused, Zk
+from zk_sensor.zk.errors import AccessRefused, NodeExistsError, NoNodeError, NotEmptyError
+from zk_sensor.zk.interface import ACL, Zk
 
 BREAK_GLASS_HINT = "run acl apply with the break-glass identity (super)"
 
 
 @dataclass
 class AclReport:
+    """What `acl apply` did: znodes walked and changed, hostile ones left for the
+    break-glass identity (which decide the exit status), and one line per change."""
+
     znodes: int = 0
     changed: int = 0
     unrepaired: int = 0

@@ -15,8 +15,6 @@ deleted with the candidates.
 import contextlib
 from dataclasses import dataclass, field
 
-from kazoo.exceptions import NoNodeError
-
 from zk_sensor.fleet.acl import (
     NODE_USER_PREFIX,
     AclMatrix,
@@ -31,11 +29,15 @@ from zk_sensor.fleet.election import is_candidate_of
 from zk_sensor.fleet.layout import Layout
 from zk_sensor.fleet.members import encode_revoked, read_revoked
 from zk_sensor.fleet.repair import AclReport, apply_acls, put_operator_znode
-from zk_sensor.zk.client import Zk
+from zk_sensor.zk.errors import NoNodeError
+from zk_sensor.zk.interface import Zk
 
 
 @dataclass
 class Outcome:
+    """What `node revoke` did: one line per change, and the walk's report when it set the
+    namespace's ACLs (None when it only recorded the revocation)."""
+
     lines: list[str] = field(default_factory=list)
     report: AclReport | None = None
 

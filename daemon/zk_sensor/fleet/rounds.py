@@ -11,20 +11,33 @@ unknown (a timeout or a lost connection: it may have landed; re-read, never gues
 import logging
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
-
-from kazoo.client import TransactionRequest
 
 from zk_sensor.fleet.aggregate import Aggregate, aggregate
 from zk_sensor.fleet.barrier import BarrierState, add_release, next_round
 from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.office import Deposed
 from zk_sensor.fleet.outbox import Outbox, OutboxStats
 from zk_sensor.fleet.readings import Collection, Reading, collect_readings
-from zk_sensor.zk.client import Zk, first_failure
+from zk_sensor.zk.errors import NodeExistsError, NoNodeError, first_failure
+from zk_sensor.zk.interface import Transaction, Zk
 
 log = logging.getLogger("zk_sensor")
 
-EPOCH_MOVED = "the epoch moved: another leader took office"
+# What node/leader.py compares a refusal with (`why == EPOCH_MOVED`): the office's member.
+EPOCH_MOVED = Deposed.EPOCH_MOVED
+
+
+class NotReleased(StrEnum):
+    """A release refused without deposing the leader: something else moved the barrier or
+    the outbox, so the leader re-reads the coordination znodes and closes the round again.
+    A str (its text is the log line)."""
+
+    BARRIER_MOVED = "the barrier moved or holds garbage"
+    ROUND_QUEUED = "NodeExistsError in the outbox: the round is queued already"
+    ENTRY_GONE = "NoNodeError in the outbox: the outbox or its oldest round is gone"
+    OUTBOX_REFUSED = "the outbox refused the release"
 
 
 @dataclass
@@ -37,7 +50,7 @@ class Closing:
     collection: Collection
     dropped: int | None
     stats: OutboxStats
-    transaction: TransactionRequest
+    transaction: Transaction
 
 
 def prepare_closing(zk: Zk, layout: Layout, current: BarrierState, barrier_version: int,
@@ -50,7 +63,7 @@ def prepare_closing(zk: Zk, layout: Layout, current: BarrierState, barrier_versi
                        clock_synced=clock_synced)
     released = next_round(current, epoch=epoch, leader=leader, now=time.time(), last=result,
                           clock_synced=clock_synced)
-    transaction = zk.client.transaction()
+    transaction = zk.transaction()
     transaction.check(layout.epoch, epoch_version)
     add_release(transaction, layout.barrier, released, barrier_version)
     dropped, stats = outbox.add_release(transaction, result, released.round)
@@ -58,16 +71,21 @@ def prepare_closing(zk: Zk, layout: Layout, current: BarrierState, barrier_versi
                    transaction)
 
 
-def refusal(results: list[Any]) -> str | None:
-    """Why a release transaction failed, or None if it committed."""
+def refusal(results: list[Any]) -> Deposed | NotReleased | None:
+    """Why a release transaction failed, or None if it committed: Deposed (the epoch
+    check failed: step down) or NotReleased (re-read, then try again)."""
     failure = first_failure(results)
     if failure is None:
         return None
     if failure is results[0]:
-        return EPOCH_MOVED
+        return Deposed.EPOCH_MOVED
     if failure is results[1]:
-        return "the barrier moved or holds garbage"
-    return f"{type(failure).__name__} in the outbox"
+        return NotReleased.BARRIER_MOVED
+    if isinstance(failure, NodeExistsError):
+        return NotReleased.ROUND_QUEUED
+    if isinstance(failure, NoNodeError):
+        return NotReleased.ENTRY_GONE
+    return NotReleased.OUTBOX_REFUSED
 
 
 def slowest_device(readings: list[Reading], released_stored_at: float) -> float:

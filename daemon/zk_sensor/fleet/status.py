@@ -1,201 +1,261 @@
-"""What `zk-sensorctl status` shows: the fleet as ZooKeeper holds it, read without
-writing anything, and rendered for a terminal, once or refreshed in place (`--watch`)."""
+"""The fleet as ZooKeeper holds it, read without writing anything: what `zk-sensorctl
+status` shows (ctl/status.py renders it), `status --json` prints and `check` judges."""
 
-import json
-import time
-from typing import Any, TextIO
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from kazoo.exceptions import NoNodeError
-
-from zk_sensor.fleet.barrier import decode_barrier
-from zk_sensor.fleet.coordination import decode_epoch, decode_incarnation, epoch_holder
 from zk_sensor.fleet.counter import fleet_total
 from zk_sensor.fleet.election import current_leader, live_nodes
 from zk_sensor.fleet.layout import CONFIG_KEYS, Layout
 from zk_sensor.fleet.outbox import load_outbox
+from zk_sensor.fleet.payloads import (
+    Aggregate,
+    BarrierState,
+    EpochRecord,
+    Garbage,
+    Incarnation,
+    epoch_holder,
+)
 from zk_sensor.fleet.readings import collect_readings
 from zk_sensor.fleet.validation import CONFIG_PARSERS, InvalidValue
-from zk_sensor.waker import SignalStop
-from zk_sensor.zk.client import ZK_ERRORS, AccessRefused, Zk
-
-# Cursor home, then clear the screen: each refresh replaces the last, as watch(1) does.
-CLEAR = "\x1b[H\x1b[2J"
+from zk_sensor.zk.errors import AccessRefused, NoNodeError
+from zk_sensor.zk.interface import Zk
 
 
-def read_config(zk: Zk, layout: Layout) -> dict[str, dict[str, Any]]:
-    config: dict[str, dict[str, Any]] = {}
+@dataclass(frozen=True)
+class ConfigEntry:
+    """One live config key as ZooKeeper holds it: its text (None if unset or unreadable)
+    and why nodes do not use it (None if they do)."""
+
+    value: str | None
+    error: str | None
+
+    def as_json(self) -> dict[str, str | None]:
+        return {"value": self.value, "error": self.error}
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """A device's last reading as `status` shows it: `age` in seconds (meaningless when its
+    clock is unsynced), `live` while its node stands as a candidate (a gone node's
+    reading stays: it carries the node's count)."""
+
+    node: str
+    value: float = 0.0
+    age: float = 0.0
+    round: int = 0
+    failures: int = 0
+    clock_synced: bool = True
+    live: bool = True
+
+    def as_json(self) -> dict[str, Any]:
+        return {"node": self.node, "value": self.value, "age": self.age, "round": self.round,
+                "failures": self.failures, "clock": clock_label(self.clock_synced),
+                "live": self.live}
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> "DeviceStatus":
+        return cls(node=entry["node"], value=entry.get("value", 0.0),
+                   age=entry.get("age", 0.0), round=entry.get("round", 0),
+                   failures=entry.get("failures", 0),
+                   clock_synced=entry.get("clock", "synced") != "unsynced",
+                   live=entry.get("live", True))
+
+
+@dataclass(frozen=True)
+class OutboxStatus:
+    """The outbox as `status` shows it: rounds waiting for the collector (and the oldest),
+    the counts, and entries that are no round (listed, not counted: the next leader
+    removes them)."""
+
+    pending: int = 0
+    oldest: int | None = None
+    dropped: int = 0
+    rejected: int = 0
+    garbage: tuple[str, ...] = ()
+
+    def as_json(self) -> dict[str, Any]:
+        return {"pending": self.pending, "oldest": self.oldest, "dropped": self.dropped,
+                "rejected": self.rejected, "garbage": list(self.garbage)}
+
+    @classmethod
+    def from_json(cls, entry: Mapping[str, Any]) -> "OutboxStatus":
+        return cls(pending=entry.get("pending", 0), oldest=entry.get("oldest"),
+                   dropped=entry.get("dropped", 0), rejected=entry.get("rejected", 0),
+                   garbage=tuple(entry.get("garbage", ())))
+
+
+@dataclass(frozen=True)
+class FleetStatus:
+    """The fleet as ZooKeeper holds it, read without writing anything: what `status`
+    renders, `status --json` prints (`as_json`, its keys a stable interface) and `check`
+    judges. None where a znode is missing or holds garbage (`garbage_znodes` names the
+    latter); `leader` is the first in line only once it holds the epoch."""
+
+    namespace: str = ""
+    incarnation: str | None = None
+    leader: str | None = None
+    first_in_line: str | None = None
+    epoch: int | None = None
+    round: int | None = None
+    round_released_at: float | None = None
+    round_clock_synced: bool | None = None
+    round_changed_at: float | None = None
+    last_aggregate: Aggregate | None = None
+    counter: int = 0
+    config: Mapping[str, ConfigEntry] = field(default_factory=dict)
+    devices: tuple[DeviceStatus, ...] = ()
+    without_reading: tuple[str, ...] = ()
+    garbage_readings: tuple[str, ...] = ()
+    garbage_znodes: tuple[str, ...] = ()
+    outbox: OutboxStatus = OutboxStatus()
+
+    def as_json(self) -> dict[str, Any]:
+        """What `status --json` prints, key for key as it always has."""
+        return {
+            "namespace": self.namespace,
+            "incarnation": self.incarnation,
+            "leader": self.leader,
+            "first_in_line": self.first_in_line,
+            "epoch": self.epoch,
+            "round": self.round,
+            "round_released_at": self.round_released_at,
+            "round_released_clock": None if self.round_clock_synced is None
+            else clock_label(self.round_clock_synced),
+            "round_changed_at": self.round_changed_at,
+            "last_aggregate": None if self.last_aggregate is None
+            else self.last_aggregate.as_dict(),
+            "counter": self.counter,
+            "config": {key: entry.as_json() for key, entry in self.config.items()},
+            "devices": [device.as_json() for device in self.devices],
+            "without_reading": list(self.without_reading),
+            "garbage_readings": list(self.garbage_readings),
+            "garbage_znodes": list(self.garbage_znodes),
+            "outbox": self.outbox.as_json(),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "FleetStatus":
+        """The inverse of `as_json` (`status --json` as parsed); an absent key takes its
+        default. Raises ValueError for a last aggregate that is none."""
+        clock = data.get("round_released_clock")
+        last = data.get("last_aggregate")
+        return cls(
+            namespace=data.get("namespace", ""),
+            incarnation=data.get("incarnation"),
+            leader=data.get("leader"),
+            first_in_line=data.get("first_in_line"),
+            epoch=data.get("epoch"),
+            round=data.get("round"),
+            round_released_at=data.get("round_released_at"),
+            round_clock_synced=None if clock is None else clock != "unsynced",
+            round_changed_at=data.get("round_changed_at"),
+            last_aggregate=None if last is None else Aggregate.from_payload(last),
+            counter=data.get("counter", 0),
+            config={key: ConfigEntry(entry.get("value"), entry.get("error"))
+                    for key, entry in data.get("config", {}).items()},
+            devices=tuple(map(DeviceStatus.from_json, data.get("devices", ()))),
+            without_reading=tuple(data.get("without_reading", ())),
+            garbage_readings=tuple(data.get("garbage_readings", ())),
+            garbage_znodes=tuple(data.get("garbage_znodes", ())),
+            outbox=OutboxStatus.from_json(data.get("outbox", {})),
+        )
+
+    def config_entry(self, key: str) -> ConfigEntry:
+        return self.config.get(key, ConfigEntry(None, "not read"))
+
+    @property
+    def gone(self) -> list[str]:
+        """Devices whose reading stays while their node no longer stands as a candidate."""
+        return [device.node for device in self.devices if not device.live]
+
+
+def read_config_entries(zk: Zk, layout: Layout) -> dict[str, ConfigEntry]:
+    """Every config key, in CONFIG_KEYS order, with whether nodes use it and why not."""
+    config: dict[str, ConfigEntry] = {}
     for key in CONFIG_KEYS:
         try:
             data, _ = zk.get(layout.config_key(key))
         except NoNodeError:
-            config[key] = {"value": None, "error": "not set (nodes use their local default)"}
+            config[key] = ConfigEntry(None, "not set (nodes use their local default)")
             continue
         except AccessRefused:
-            config[key] = {"value": None, "error": "not readable without the fleet's or the "
-                                                   "operator's credentials"}
+            config[key] = ConfigEntry(None, "not readable without the fleet's or the "
+                                            "operator's credentials")
             continue
         text = data.decode(errors="replace")
         try:
             CONFIG_PARSERS[key](text)
-            config[key] = {"value": text, "error": None}
+            config[key] = ConfigEntry(text, None)
         except InvalidValue as error:
-            config[key] = {"value": text, "error": f"invalid, ignored by nodes: {error}"}
+            config[key] = ConfigEntry(text, f"invalid, ignored by nodes: {error}")
     return config
+
+
+def read_config(zk: Zk, layout: Layout) -> dict[str, dict[str, Any]]:
+    """`read_config_entries` as `config get --json` prints it (ctl/cli.py)."""
+    return {key: entry.as_json() for key, entry in read_config_entries(zk, layout).items()}
 
 
 def clock_label(synced: bool) -> str:
     return "synced" if synced else "unsynced"
 
 
-def fleet_status(zk: Zk, layout: Layout, now: float) -> dict[str, Any]:
+def fleet_status(zk: Zk, layout: Layout, now: float) -> FleetStatus:
+    """LookupError when there is no fleet at the namespace."""
     if zk.exists(layout.namespace) is None:
         raise LookupError(f"no fleet at namespace {layout.namespace}")
     collection = collect_readings(zk, layout)
     found = zk.get_many([layout.epoch, layout.barrier, layout.incarnation])
-    epoch, barrier_found = found[layout.epoch], found[layout.barrier]
-    barrier = decode_barrier(barrier_found[0]) if barrier_found else None
-    incarnation = found[layout.incarnation]
+    epoch_found, barrier_found = found[layout.epoch], found[layout.barrier]
+    incarnation_found = found[layout.incarnation]
+    barrier = BarrierState.decode(barrier_found[0]) if barrier_found else None
+    epoch = EpochRecord.decode(epoch_found[0], epoch_found[1].version) if epoch_found \
+        else None
+    incarnation = Incarnation.decode(incarnation_found[0]) if incarnation_found else None
     first_in_line = current_leader(zk, layout)
     live = set(live_nodes(zk.children_or_none(layout.election)))
-    holder = epoch_holder(epoch[0]) if epoch else None
-    fleet_id = decode_incarnation(incarnation[0]) if incarnation else None
-    epoch_number = decode_epoch(epoch[0], epoch[1].version) if epoch else None
-    return {
-        "namespace": layout.namespace,
-        "incarnation": fleet_id,
-        "leader": first_in_line if first_in_line is not None and first_in_line == holder
+    holder = epoch_holder(epoch_found[0]) if epoch_found else None
+    opened = barrier if isinstance(barrier, BarrierState) else None
+    last = opened.last if opened else None
+    return FleetStatus(
+        namespace=layout.namespace,
+        incarnation=incarnation.id if isinstance(incarnation, Incarnation) else None,
+        leader=first_in_line if first_in_line is not None and first_in_line == holder
         else None,
-        "first_in_line": first_in_line,
-        "epoch": epoch_number,
-        "round": barrier.round if barrier else None,
-        "round_released_at": barrier.released_at if barrier else None,
-        "round_released_clock": clock_label(barrier.clock_synced) if barrier else None,
-        "round_changed_at": barrier_found[1].mtime / 1000 if barrier_found else None,
-        "last_aggregate": barrier.last if barrier else None,
-        "counter": fleet_total(zk, layout, collection),
-        "config": read_config(zk, layout),
-        "devices": [
-            {"node": r.node, "value": r.value, "age": round(now - r.taken_at, 3), "round": r.round,
-             "failures": r.failures, "clock": clock_label(r.clock_synced),
-             "live": r.node in live}
-            for r in collection.readings
-        ],
-        "without_reading": sorted(live - {r.node for r in collection.readings}
-                                  - set(collection.garbage)),
-        "garbage_readings": collection.garbage,
-        "garbage_znodes": holding_garbage(("incarnation", incarnation, fleet_id),
-                                          ("epoch", epoch, epoch_number),
-                                          ("barrier", barrier_found, barrier)),
-        "outbox": outbox_status(zk, layout),
-    }
+        first_in_line=first_in_line,
+        epoch=epoch.epoch if isinstance(epoch, EpochRecord) else None,
+        round=opened.round if opened else None,
+        round_released_at=opened.released_at if opened else None,
+        round_clock_synced=opened.clock_synced if opened else None,
+        round_changed_at=barrier_found[1].mtime / 1000 if barrier_found else None,
+        last_aggregate=Aggregate.from_payload(last) if last else None,
+        counter=fleet_total(zk, layout, collection),
+        config=read_config_entries(zk, layout),
+        devices=tuple(
+            DeviceStatus(node=r.node, value=r.value, age=round(now - r.taken_at, 3),
+                         round=r.round, failures=r.failures, clock_synced=r.clock_synced,
+                         live=r.node in live)
+            for r in collection.readings),
+        without_reading=tuple(sorted(live - {r.node for r in collection.readings}
+                                     - set(collection.garbage))),
+        garbage_readings=tuple(collection.garbage),
+        garbage_znodes=tuple(name for name, decoded in (("incarnation", incarnation),
+                                                        ("epoch", epoch),
+                                                        ("barrier", barrier))
+                             if isinstance(decoded, Garbage)),
+        outbox=outbox_status(zk, layout),
+    )
 
 
-def holding_garbage(*znodes: tuple[str, object, object]) -> list[str]:
-    """The names of those present (read) that did not decode."""
-    return [name for name, read, decoded in znodes if read is not None and decoded is None]
-
-
-def outbox_status(zk: Zk, layout: Layout) -> dict[str, Any]:
+def outbox_status(zk: Zk, layout: Layout) -> OutboxStatus:
     """Entries that are not rounds are listed, not counted: the next leader removes them."""
     try:
         loaded = load_outbox(zk, layout)
     except NoNodeError:
-        return {"pending": 0, "oldest": None, "dropped": 0, "rejected": 0, "garbage": []}
+        return OutboxStatus()
     rounds = loaded.rounds
-    return {"pending": len(rounds), "oldest": rounds[0].round if rounds else None,
-            "dropped": loaded.stats.dropped, "rejected": loaded.stats.rejected,
-            "garbage": loaded.garbage}
-
-
-def format_status(status: dict[str, Any], as_json: bool) -> str:
-    return json.dumps(status, indent=2) if as_json else render_status(status)
-
-
-def watch_status(zk: Zk, layout: Layout, interval: float, as_json: bool, out: TextIO) -> int:
-    """Refresh until Ctrl-C (or SIGTERM), which is how one leaves it: exit 0. A failed read
-    is shown in its refresh and the next one tries again (kazoo reconnects meanwhile)."""
-    clear = CLEAR if out.isatty() else ""
-    with SignalStop() as stop:
-        while not stop.stopped:
-            out.write(clear + refresh(zk, layout, interval, as_json) + "\n")
-            out.flush()
-            stop.wait(interval)
-    return 0
-
-
-def refresh(zk: Zk, layout: Layout, interval: float, as_json: bool) -> str:
-    now = time.time()
-    header = (f"Every {interval:g} s: zk-sensorctl status {layout.namespace}    "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(now))}")
-    try:
-        body = format_status(fleet_status(zk, layout, now), as_json)
-    except LookupError as error:
-        body = str(error)
-    except (*ZK_ERRORS, AccessRefused) as error:
-        body = f"cannot read the fleet: {type(error).__name__} {error}".rstrip()
-    return f"{header}\n\n{body}"
-
-
-def render_status(status: dict[str, Any]) -> str:
-    lines = [f"fleet      {status['namespace']}"]
-    lines.append(f"incarnation {status['incarnation'] or '-'}")
-    leader, first = status["leader"], status["first_in_line"]
-    waiting = f" (node {first} is first in line, not yet in office)" if first else ""
-    lines.append(f"leader     {'node ' + leader if leader else 'none' + waiting}"
-                 + (f" (epoch {status['epoch']})" if leader else ""))
-    lines.append(f"round      {status['round'] if status['round'] is not None else '-'}")
-    last = status["last_aggregate"]
-    if last:
-        lines.append(
-            f"last mean  {last['mean']:.2f} over {last['count']} devices "
-            f"(min {last['min']:.2f}, max {last['max']:.2f}), round {last['round']}, "
-            f"{local_time(last['time'])}"
-        )
-    else:
-        lines.append("last mean  none yet")
-    lines.append(f"counter    {status['counter']} measurements")
-    box = status["outbox"]
-    oldest = f" (oldest round {box['oldest']})" if box["oldest"] is not None else ""
-    lines.append(f"outbox     {box['pending']} rounds waiting for the collector{oldest}, "
-                 f"{box['dropped']} dropped, {box['rejected']} refused by it")
-    for key, entry in status["config"].items():
-        value = entry["value"] if entry["value"] is not None else "-"
-        note = f"  ({entry['error']})" if entry["error"] else ""
-        lines.append(f"config     {key} = {value}{note}")
-    gone = sum(1 for device in status["devices"] if not device["live"])
-    lines.append(f"devices    {len(status['devices']) - gone} live"
-                 + (f", {gone} gone (their last reading and count are kept)" if gone else ""))
-    if status["devices"]:
-        lines.append(f"  {'node':<16} {'reading':>10} {'age':>8} {'round':>7} {'failures':>8}")
-        lines.extend(device_line(device) for device in status["devices"])
-    if status["without_reading"]:
-        lines.append(f"  {', '.join(status['without_reading'])}: live, no reading yet "
-                     "(a sensor that has never read fails unseen here: see the node's log)")
-    if status["garbage_readings"]:
-        lines.append(f"garbage    {', '.join(status['garbage_readings'])} (skipped by the leader)")
-    if status["garbage_znodes"]:
-        lines.append(f"garbage    {', '.join(status['garbage_znodes'])} znode (repaired by the "
-                     "leader)")
-    if box["garbage"]:
-        lines.append(f"garbage    outbox entries {', '.join(box['garbage'])} (removed by the "
-                     "next leader)")
-    return "\n".join(lines)
-
-
-def local_time(timestamp: float) -> str:
-    """A leader's clock may be years off (clock.py), past what the platform's time_t holds."""
-    try:
-        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
-    except (OverflowError, OSError, ValueError):
-        return f"time {timestamp:g}"
-
-
-def device_line(device: dict[str, Any]) -> str:
-    """An unsynchronised node's `taken_at` is from a clock that may be off by years, so
-    its age means nothing: shown as `?`, and the row says why."""
-    unsynced = device["clock"] == "unsynced"
-    age = f"{'?':>8}" if unsynced else f"{device['age']:>7.1f}s"
-    notes = [note for note, shown in (("clock unsynced", unsynced), ("gone", not device["live"]))
-             if shown]
-    return (f"  {device['node']:<16} {device['value']:>10.2f} {age} {device['round']:>7} "
-            f"{device['failures']:>8}" + "".join(f"  {note}" for note in notes))
+    return OutboxStatus(pending=len(rounds), oldest=rounds[0].round if rounds else None,
+                        dropped=loaded.stats.dropped, rejected=loaded.stats.rejected,
+                        garbage=tuple(loaded.garbage))

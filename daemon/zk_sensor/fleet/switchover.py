@@ -21,20 +21,18 @@ share it. `cmd_switchover` is `zk-sensorctl switchover`.
 
 import argparse
 import contextlib
-import json
 import socket
 import sys
 import time
 from dataclasses import dataclass
 from enum import Enum
 
-from kazoo.exceptions import BadVersionError, NoNodeError
-
-from zk_sensor.codec import Undecodable, json_object, text_field, whole_number
-from zk_sensor.fleet.coordination import decode_epoch, epoch_holder
 from zk_sensor.fleet.election import node_of, sequence_of
 from zk_sensor.fleet.layout import Layout
-from zk_sensor.zk.client import ZK_ERRORS, Zk
+from zk_sensor.fleet.payloads import EpochRecord, Garbage, epoch_holder
+from zk_sensor.fleet.payloads import Request as Request  # imported from here
+from zk_sensor.zk.errors import ZK_ERRORS, BadVersionError, NoNodeError
+from zk_sensor.zk.interface import Zk
 
 POLL = 0.05
 
@@ -43,36 +41,17 @@ class InvalidRequest(ValueError):
     """The switchover znode holds something no CLI wrote."""
 
 
-@dataclass(frozen=True)
-class Request:
-    epoch: int
-    to: str | None
-    candidate: str | None
-    by: str = ""
-
-
 def encode_request(request: Request) -> bytes:
-    return json.dumps({"epoch": request.epoch, "to": request.to,
-                       "candidate": request.candidate, "by": request.by}).encode()
+    return request.encode()
 
 
 def decode_request(data: bytes | None) -> Request | None:
-    """None for no request (empty); InvalidRequest for garbage."""
-    if not data or not data.strip():
-        return None
-    try:
-        payload = json_object(data)
-        epoch = whole_number(payload.get("epoch"), "epoch")
-        by = text_field(payload.get("by", ""), "by")
-    except Undecodable as error:
-        raise InvalidRequest(str(error)) from None
-    to, candidate = payload.get("to"), payload.get("candidate")
-    if to is None and candidate is None:
-        return Request(epoch, None, None, by)
-    if not isinstance(to, str) or not isinstance(candidate, str) \
-            or node_of(candidate) != to:
-        raise InvalidRequest("to and candidate do not name one node's candidate")
-    return Request(epoch, to, candidate, by)
+    """None for no request (empty); raises InvalidRequest for garbage: the older contract
+    node/handover.py relies on; `Request.decode` returns Garbage instead."""
+    request = Request.decode(data)
+    if isinstance(request, Garbage):
+        raise InvalidRequest(request.reason)
+    return request
 
 
 def target_text(request: Request) -> str:
@@ -124,6 +103,10 @@ def ahead_of_target(request: Request, candidate: str | None) -> bool:
 
 @dataclass(frozen=True)
 class Leadership:
+    """Who leads as the CLI sees it: the epoch znode's number and holder (None when
+    missing or garbage) and the candidates in election order; compared before and after
+    a request to tell whether the switchover happened."""
+
     epoch: int | None
     holder: str | None
     line: list[str]
@@ -141,7 +124,9 @@ def read_leadership(zk: Zk, layout: Layout) -> Leadership:
                    if node_of(name) is not None), key=sequence_of)
     if found is None:
         return Leadership(None, None, line)
-    return Leadership(decode_epoch(found[0], found[1].version), epoch_holder(found[0]), line)
+    record = EpochRecord.decode(found[0], found[1].version)
+    epoch = None if isinstance(record, Garbage) else record.epoch
+    return Leadership(epoch, epoch_holder(found[0]), line)
 
 
 def plan_request(now: Leadership, to: str | None, by: str) -> Request:

@@ -32,6 +32,9 @@ ADJTIMEX = getattr(ctypes.CDLL(None, use_errno=True), "adjtimex", None)
 
 
 class _Timeval(ctypes.Structure):
+    """struct timeval, the `time` member of struct timex: declared only so that the
+    fields after it sit where the kernel writes them."""
+
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_usec", ctypes.c_long)]
 
 
@@ -58,7 +61,7 @@ def kernel_synchronized() -> bool | None:
     timex = _Timex()
     if ADJTIMEX(ctypes.byref(timex)) < 0:
         return None
-    return timex.maxerror < UNSYNCED_MAXERROR_US
+    return bool(timex.maxerror < UNSYNCED_MAXERROR_US)
 
 
 def clock_synchronized() -> bool:

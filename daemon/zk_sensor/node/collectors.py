@@ -44,7 +44,8 @@ class Collectors:
         cycle = [*urls[start:], *urls[:start]]
         now = self.clock()
         awake = [url for url in cycle if self.resting_until.get(url, 0.0) <= now]
-        resting = sorted((url for url in cycle if url not in awake), key=self.resting_until.get)
+        resting = sorted((url for url in cycle if url not in awake),
+                         key=lambda url: self.resting_until[url])
         return awake + resting
 
     def failed(self, url: str, detail: str) -> None:

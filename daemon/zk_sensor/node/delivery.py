@@ -16,11 +16,10 @@ leads and its lease is fresh) and stamps the delivery with the current epoch and
 node as its leader, so a deposed, paused or cut-off leader never posts, and an epoch
 names one leader at the collector even for rounds inherited from a dead one.
 
-HTTP goes through the standard library's http.client on one keep-alive connection:
-requests (with urllib3, idna, charset_normalizer) would add 5.5 MB to a leader's 29 MB
-for one request per period. http.client follows no redirect, and none is followed here:
-a 3xx is retried like any answer an operator must fix, since following it would carry the
-round and the token wherever the answer points.
+HTTP goes through sender.py: a requests.Session with one keep-alive connection per
+collector, imported at the first delivery so that a follower never loads it. No redirect
+is followed: a 3xx is retried like any answer an operator must fix, since following it
+would carry the round and the token wherever the answer points.
 
 An https:// collector must prove its name (certificate chain and host name) against
 collector_ca_file, else zk_ca_file (a deployment's one CA usually signs both), else the
@@ -58,6 +57,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 from zk_sensor.fleet.aggregate import Aggregate
+from zk_sensor.fleet.outbox import Outcome
 from zk_sensor.fleet.validation import api_urls, origin_of, parse_origins
 from zk_sensor.node.collectors import Collectors, try_elsewhere
 from zk_sensor.node.sender import HTTP_ERRORS, CaFileError, HttpRequest, HttpSender, tls_reason
@@ -89,14 +89,14 @@ def build_request(aggregate: Aggregate, api_url: str, fleet: str, token: str = "
     return HttpRequest("POST", api_url, json=body, headers=headers)
 
 
-def classify(status: int) -> str:
+def classify(status: int) -> Outcome:
     if 200 <= status < 300:
-        return "delivered"
+        return Outcome.DELIVERED
     if status == FENCED:
-        return "fenced"
+        return Outcome.FENCED
     if status in NEVER_ACCEPTED:
-        return "rejected"
-    return "retry"
+        return Outcome.REJECTED
+    return Outcome.RETRY
 
 
 class Courier:
@@ -109,7 +109,7 @@ class Courier:
     def __init__(
         self, timeout: float, fleet: str, token: str, node_id: str,
         may_deliver: Callable[[], int | None], api_url: Callable[[], str],
-        report: Callable[[int, str, str], None], *, token_origins: tuple[str, ...],
+        report: Callable[[int, Outcome, str], None], *, token_origins: tuple[str, ...],
         ca_file: str,
     ) -> None:
         self.timeout = timeout
@@ -134,7 +134,7 @@ class Courier:
     @classmethod
     def from_settings(
         cls, settings: Settings, may_deliver: Callable[[], int | None],
-        api_url: Callable[[], str], report: Callable[[int, str, str], None],
+        api_url: Callable[[], str], report: Callable[[int, Outcome, str], None],
     ) -> Self:
         """The token's origins come from local settings only, never from ZooKeeper."""
         origins = (*(origin_of(url) for url in api_urls(settings.api_url)),
@@ -167,6 +167,11 @@ class Courier:
 
     def clear(self) -> None:
         self.replace([])
+
+    def follow_http_timeout(self, http_timeout: float) -> None:
+        """The deadline was fitted to the session the server granted: the next request
+        waits that long at most."""
+        self.sender.timeout = http_timeout
 
     def stop(self, timeout: float) -> None:
         with self.changed:
@@ -201,7 +206,7 @@ class Courier:
                 self._pause(IDLE_CHECK)
                 continue
             outcome, detail = self.send(dataclasses.replace(head, epoch=epoch, leader=self.node_id))
-            if outcome == "retry":
+            if outcome == Outcome.RETRY:
                 if not self.holding:
                     self.note_failure(head.round, detail, backoff)
                 self._pause(backoff)
@@ -209,20 +214,20 @@ class Courier:
                 continue
             backoff = BACKOFF_FIRST
             self.note_recovery()
-            if outcome == "fenced":
+            if outcome == Outcome.FENCED:
                 self.report(head.round, outcome, detail)
                 self._pause(IDLE_CHECK)
                 continue
             self.discard(head.round)
             self.report(head.round, outcome, detail)
 
-    def send(self, aggregate: Aggregate) -> tuple[str, str]:
+    def send(self, aggregate: Aggregate) -> tuple[Outcome, str]:
         """The verdict of the first listed collector that gives one (collectors.py)."""
         urls = self.permitted(api_urls(self.api_url()))
         self.holding = not urls
         if not urls:
-            return "retry", self.refusal(self.refused) + HOLDING
-        failures = []
+            return Outcome.RETRY, self.refusal(self.refused) + HOLDING
+        failures: list[str] = []
         for url in self.collectors.order(urls):
             if failures and (self.stopping or self.may_deliver() != aggregate.epoch):
                 break
@@ -233,15 +238,15 @@ class Courier:
                 return outcome, detail
             self.collectors.failed(url, detail)
             failures.append(f"{url}: {detail}" if len(urls) > 1 else detail)
-        return "retry", "; ".join(failures)
+        return Outcome.RETRY, "; ".join(failures)
 
-    def attempt(self, aggregate: Aggregate, url: str) -> tuple[str, str, bool]:
+    def attempt(self, aggregate: Aggregate, url: str) -> tuple[Outcome, str, bool]:
         """The outcome, its line, and whether another collector may take the round."""
         request = build_request(aggregate, url, self.fleet, self.token)
         try:
             status, text = self.sender.send(request)
         except (*HTTP_ERRORS, CaFileError) as error:
-            return "retry", failure_detail(error, url, self.sender.trust), True
+            return Outcome.RETRY, failure_detail(error, url, self.sender.trust), True
         reason = " ".join(text.split())[:200]
         return classify(status), f"HTTP {status} {reason}".strip(), try_elsewhere(status)
 

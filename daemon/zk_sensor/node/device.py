@@ -19,15 +19,13 @@ import dataclasses
 import logging
 import time
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
-from kazoo.security import ACL
-
 from zk_sensor.fleet.counter import own_count
 from zk_sensor.fleet.layout import Layout
-from zk_sensor.fleet.readings import Reading, decode_reading, encode
+from zk_sensor.fleet.payloads import Garbage, Reading
 from zk_sensor.node.clock import Clock
 from zk_sensor.node.reader import Answer, Reader
-from zk_sensor.zk.client import Zk
+from zk_sensor.zk.errors import NodeExistsError, NoNodeError
+from zk_sensor.zk.interface import ACL, Zk
 
 log = logging.getLogger("zk_sensor")
 
@@ -43,6 +41,10 @@ class Wanted:
 
 
 class Device:
+    """This node as a device of the fleet, which it is whether or not it leads: its
+    reading znode, its count and failures, and the one reading it waits for, kept apart
+    from the leader's state so that losing office never touches the node's own count."""
+
     def __init__(self, zk: Zk, layout: Layout, node_id: str, reader: Reader,
                  clock: Clock | None = None) -> None:
         self.zk = zk
@@ -78,10 +80,8 @@ class Device:
             data, _ = self.zk.get(self.path)
         except NoNodeError:
             return None
-        try:
-            return decode_reading(self.node_id, data)
-        except ValueError:
-            return None
+        reading = Reading.decode(self.node_id, data)
+        return None if isinstance(reading, Garbage) else reading
 
     def forget_session(self) -> None:
         """After a session loss: measure the open round again, re-check the znode."""
@@ -155,7 +155,7 @@ class Device:
         reading = Reading(self.node_id, value, taken_at, round_number, count, self.failures,
                           self.clock.synced())
         self.last = None
-        self.publish(encode(reading))
+        self.publish(reading.encode())
         self.last = reading
         self.measured_round = round_number
         self.count = count
@@ -174,7 +174,7 @@ class Device:
                 round_number, self.skipped, reason)
         if self.last is not None:
             self.last = dataclasses.replace(self.last, failures=self.failures)
-            self.publish(encode(self.last))
+            self.publish(self.last.encode())
 
     def publish(self, payload: bytes) -> None:
         if self.published:

@@ -22,23 +22,19 @@ A request not carried out within PATIENCE of this node reading it is given up.
 import logging
 from collections.abc import Callable
 
-from kazoo.exceptions import NoNodeError
-
-from zk_sensor.fleet.coordination import decode_epoch, epoch_holder
 from zk_sensor.fleet.election import Election, node_of, sequence_of
 from zk_sensor.fleet.layout import Layout
+from zk_sensor.fleet.payloads import EpochRecord, Garbage, Request, epoch_holder
 from zk_sensor.fleet.switchover import (
-    InvalidRequest,
     Part,
-    Request,
     ahead_of_target,
-    decode_request,
     part_of,
     target_candidate,
     target_text,
 )
 from zk_sensor.node.leader import Leader
-from zk_sensor.zk.client import AccessRefused, Zk
+from zk_sensor.zk.errors import AccessRefused, NoNodeError
+from zk_sensor.zk.interface import Zk
 
 log = logging.getLogger("zk_sensor")
 
@@ -99,12 +95,12 @@ class Handover:
         if written == self.request_zxid:
             return
         self.request_zxid, self.seen_at, self.holding_since = written, now, None
-        try:
-            self.request = decode_request(data)
-        except InvalidRequest as error:
+        request = Request.decode(data)
+        if isinstance(request, Garbage):
             log.error("switchover request ignored: %s holds garbage (%s)",
-                      self.layout.switchover, error)
-            self.request = None
+                      self.layout.switchover, request)
+            request = None
+        self.request = request
         self.settled = self.request is None
 
     def step_aside(self, now: float) -> bool:
@@ -133,6 +129,11 @@ class Handover:
             return True
         self.settled = part is not Part.WAIT
         return False
+
+    def follow_http_timeout(self, http_timeout: float) -> None:
+        """The delivery deadline changed (fitted to the session the server granted): the
+        attempt in flight a switchover waits out is that long now."""
+        self.hold_for = http_timeout + HOLD_MARGIN
 
     def hand_over(self, now: float, leading: bool) -> bool:
         """In office: hand over between rounds. True once this node stood again."""
@@ -190,10 +191,15 @@ class Handover:
         return True
 
     def read_epoch(self) -> tuple[int | None, str | None]:
+        """The epoch number (None: gone or garbage) and its holder, read on its own: an
+        epoch znode whose number is garbage may still name its holder."""
         found = self.zk.get_many([self.layout.epoch])[self.layout.epoch]
         if found is None:
             return None, None
-        return decode_epoch(found[0], found[1].version), epoch_holder(found[0])
+        data, stat = found
+        record = EpochRecord.decode(data, stat.version)
+        epoch = None if isinstance(record, Garbage) else record.epoch
+        return epoch, epoch_holder(data)
 
     def line(self) -> list[str]:
         names = self.zk.children(self.layout.election)

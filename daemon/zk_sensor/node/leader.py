@@ -11,27 +11,34 @@ refusal for good of the round itself): the next leader, maybe this node again, r
 the outbox from ZooKeeper. A 409 is not an answer about the round but about this office
 (the collector has seen a newer epoch), so it only makes the node step down and re-check.
 Taking office again after a step-down backs off, so a fault that defeats every attempt
-costs a few epochs a minute, not hundreds a second.
+costs a few epochs a minute, not hundreds a second. A step that ends the office returns
+why (a StepDown: fleet's Deposed when the fleet's znodes say so, Unseated otherwise), and
+the loop then evaluates the election again.
 """
 
 import contextlib
 import logging
 import time
 from collections.abc import Callable
+from enum import StrEnum
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
-
-from zk_sensor.fleet.barrier import BarrierView, encode_barrier
+from zk_sensor.fleet.barrier import BarrierView
 from zk_sensor.fleet.config_watch import LiveConfig
-from zk_sensor.fleet.coordination import Repairs, read_fleet_state
+from zk_sensor.fleet.coordination import Repairs, plan_repairs, read_fleet_state
 from zk_sensor.fleet.election import live_nodes
 from zk_sensor.fleet.layout import Layout
 from zk_sensor.fleet.lease import Lease
-from zk_sensor.fleet.office import Office, repair_in_office, standing_problem, take_office
-from zk_sensor.fleet.outbox import Loaded, Outbox, OutboxStats
+from zk_sensor.fleet.office import (
+    Deposed,
+    Office,
+    repair_in_office,
+    standing_problem,
+    take_office,
+)
+from zk_sensor.fleet.outbox import Loaded, Outbox, OutboxStats, Outcome
 from zk_sensor.fleet.rounds import (
-    EPOCH_MOVED,
     Closing,
+    NotReleased,
     log_round,
     prepare_closing,
     refusal,
@@ -40,7 +47,14 @@ from zk_sensor.fleet.rounds import (
 from zk_sensor.node.clock import Clock
 from zk_sensor.node.delivery import Courier, one_line
 from zk_sensor.node.schedule import RoundClock
-from zk_sensor.zk.client import ZK_ERRORS, Zk, first_failure
+from zk_sensor.zk.errors import (
+    ZK_ERRORS,
+    BadVersionError,
+    NodeExistsError,
+    NoNodeError,
+    first_failure,
+)
+from zk_sensor.zk.interface import Zk
 
 log = logging.getLogger("zk_sensor")
 
@@ -49,7 +63,29 @@ OFFICE_BACKOFF_MAX = 8.0
 FIRST_ROUND_SETTLE = 0.5
 
 
+class Unseated(StrEnum):
+    """Why a leader steps down when no coordination znode says it was deposed: what this
+    node saw itself (its link, its place in line) or was told by someone else (ZooKeeper
+    refusing its repair, the collector fencing its epoch). A str: its text is the log
+    line's, where no more detailed one is given."""
+
+    CONNECTION_SUSPENDED = "connection suspended; leadership unknown until reconnected"
+    SESSION_LOST = "session lost"
+    NOT_FIRST_IN_LINE = "no longer first in line"
+    REPAIR_REFUSED = "repair refused"
+    COLLECTOR_FENCED = "the collector accepted a newer epoch of this fleet"
+
+
+# What a leader step returns when it ended the office: the loop must then evaluate the
+# election again. Deposed when the fleet's znodes say so (fleet/office.py), Unseated else.
+StepDown = Deposed | Unseated
+
+
 class Leader:
+    """The office this node holds, and everything it learnt while holding it, kept apart
+    from the loop so that stepping down is one call that forgets it all at once (but the
+    collector's answers) and no stale lease, clock or device list outlives the office."""
+
     def __init__(self, zk: Zk, layout: Layout, node_id: str, outbox_limit: int,
                  config: LiveConfig, view: BarrierView, courier: Courier,
                  session_timeout: float, devices_changed: Callable[[object], None],
@@ -120,7 +156,8 @@ class Leader:
         self.backoff = min(self.backoff * 2, OFFICE_BACKOFF_MAX)
 
     def step_down(self, reason: str, failed: bool = True) -> None:
-        """A failure backs the next attempt at office off; a handover is no failure."""
+        """`reason` is the log line's text (a StepDown member is one). A failure backs the
+        next attempt at office off; a handover is no failure."""
         if self.office is None:
             return
         log.log(logging.WARNING if failed else logging.INFO,
@@ -139,6 +176,12 @@ class Leader:
             self.next_attempt = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, OFFICE_BACKOFF_MAX)
 
+    def deposed(self, why: StepDown, said: str = "") -> StepDown:
+        """Step down for `why`, logged as `said` (or the reason's own text), and hand the
+        reason back for the loop, which must evaluate the election again."""
+        self.step_down(said or why)
+        return why
+
     def between_rounds(self) -> bool:
         """Nothing of this office is in doubt: its clock runs, the coordination znodes are
         as it read them, and its last release's outcome is known."""
@@ -153,62 +196,64 @@ class Leader:
 
     # One step in office.
 
-    def step(self, link_up: bool) -> str | None:
-        """Returns why the node must re-evaluate the election, if it must."""
+    def step(self, link_up: bool) -> StepDown | None:
+        """Why this step ended the office (the node must evaluate the election again), or
+        None while it stands."""
         if self.office is None:
             return None
         if time.monotonic() >= self.lease.renew_at:
-            problem = self.confirm()
-            if problem:
-                return problem
+            ended = self.confirm()
+            if ended is not None:
+                return ended
         if self.need_reload:
-            problem = self.reload()
-            if problem:
-                return problem
+            ended = self.reload()
+            if ended is not None:
+                return ended
         if not (link_up and self.fresh(time.monotonic())) or self.clock is None:
             return None
         if self.devices_stale:
             self.refresh_devices()
         if self.outbox.answered:
-            problem = self.clean_outbox()
-            if problem:
-                return problem
+            ended = self.clean_outbox()
+            if ended is not None:
+                return ended
         if self.clock.due(time.monotonic()):
             return self.close_round(self.clock)
         return None
 
-    def confirm(self) -> str | None:
+    def confirm(self) -> StepDown | None:
         """Renew the lease with a read the quorum stands behind, and check on the way that
         nobody else took office (the epoch znode still has our version)."""
         assert self.office is not None
         sent_at = time.monotonic()
         stat = self.zk.synced_exists(self.layout.epoch)
-        if stat is None or stat.version != self.office.version:
-            problem = "the epoch znode is gone" if stat is None else (
-                f"another leader took office (epoch znode version {stat.version})")
-            self.step_down(problem)
-            return problem
+        if stat is None:
+            return self.deposed(Deposed.EPOCH_GONE)
+        if not self.office.holds(stat.version, stat.czxid):
+            return self.deposed(Deposed.EPOCH_MOVED, "another leader took office (epoch "
+                                                     f"znode version {stat.version})")
         self.lease.renew(sent_at)
         return None
 
-    def reload(self) -> str | None:
+    def reload(self) -> StepDown | None:
         """Re-read the coordination znodes, repair what is broken, and resolve a round
         whose release had an unknown outcome."""
         assert self.office is not None
         state = read_fleet_state(self.zk, self.layout)
         problem = standing_problem(self.office, state)
-        if problem:
-            self.step_down(problem)
-            return problem
+        if problem is not None:
+            return self.deposed(problem)
+        repairs = plan_repairs(state, self.remembered_round(), self.office.epoch)
+        # Logged before the write: a repair whose reply is lost may still land, and the
+        # next reload would find nothing left to say.
+        self.note_repairs(repairs)
         try:
-            repairs = repair_in_office(self.zk, self.layout, self.office, state,
-                                       self.remembered_round())
+            repair_in_office(self.zk, self.layout, self.office, state, repairs)
         except ZK_ERRORS as error:
             if not isinstance(error, BadVersionError | NoNodeError | NodeExistsError):
                 raise
-            self.step_down(f"could not repair the coordination znodes: {type(error).__name__}")
-            return "repair refused"
-        self.note_repairs(repairs)
+            return self.deposed(Unseated.REPAIR_REFUSED, "could not repair the coordination "
+                                                         f"znodes: {type(error).__name__}")
         data, stat = self.zk.get(self.layout.barrier)
         self.view.accept(data, stat)
         released_wall = stat.mtime / 1000.0 + self.office.clock_offset
@@ -271,7 +316,7 @@ class Leader:
         self.devices = devices
         self.devices_stale = False
 
-    def close_round(self, clock: RoundClock) -> str | None:
+    def close_round(self, clock: RoundClock) -> StepDown | None:
         office, current = self.office, self.view.state
         assert office is not None
         if current is None:
@@ -290,17 +335,16 @@ class Leader:
             log.warning("round %d: the release's outcome is unknown (%s); re-reading before "
                         "acting again", current.round, one_line(error) or type(error).__name__)
             return None
-        why = refusal(results)
-        if why == EPOCH_MOVED:
-            self.step_down(f"round {current.round} fenced off: {why}")
-            return why
-        if why is not None:
-            log.warning("round %d not closed: %s; re-reading", current.round, why)
-            self.need_reload = True
-            return None
+        match refusal(results):
+            case Deposed() as why:
+                return self.deposed(why, f"round {current.round} fenced off: {why}")
+            case NotReleased() as why:
+                log.warning("round %d not closed: %s; re-reading", current.round, why)
+                self.need_reload = True
+                return None
         self.lease.renew(sent_at)
         spread = slowest_device(closing.readings, self.view.stored_at)
-        self.view.accept(encode_barrier(closing.released), results[1])
+        self.view.accept(closing.released.encode(), results[1])
         self.closed(closing, time.perf_counter() - work_started, spread, clock)
         return None
 
@@ -328,12 +372,12 @@ class Leader:
             log.error("outbox full (%d rounds): dropping the oldest undelivered rounds, "
                       "starting with round %d", self.outbox.limit, round_number)
 
-    def clean_outbox(self) -> str | None:
+    def clean_outbox(self) -> StepDown | None:
         """Remove a batch of answered rounds in one fenced transaction."""
         assert self.office is not None
         if not self.outbox.forget_answers_for_gone_rounds():
             return None
-        transaction = self.zk.client.transaction()
+        transaction = self.zk.transaction()
         transaction.check(self.layout.epoch, self.office.version)
         batch, stats = self.outbox.add_cleanup(transaction)
         try:
@@ -343,13 +387,13 @@ class Leader:
             raise
         failure = first_failure(results)
         if failure is results[0] and failure is not None:
-            self.step_down("fenced off while clearing the outbox: the epoch moved")
-            return EPOCH_MOVED
+            return self.deposed(Deposed.EPOCH_MOVED,
+                                "fenced off while clearing the outbox: the epoch moved")
         if failure is not None:
             self.need_reload = True
             return None
         self.outbox.cleaned(batch, stats)
-        if self.dropping and any(outcome == "delivered" for _, outcome in batch):
+        if self.dropping and any(outcome == Outcome.DELIVERED for _, outcome in batch):
             self.dropping = False
             log.warning("outbox drained below its limit; %d rounds dropped so far",
                         stats.dropped)
@@ -357,26 +401,28 @@ class Leader:
 
     # The collector's answers, from the courier through the loop.
 
-    def on_delivery(self, round_number: int, outcome: str, detail: str) -> str | None:
-        """A reload between the courier's answer and this call handed the round to the
-        courier again; it is taken back so the collector does not get it twice."""
-        if outcome == "fenced":
-            problem = f"the collector fenced round {round_number} off ({detail})"
-            self.step_down(f"{problem}: it accepted a newer epoch of this fleet; re-checking")
-            return problem
-        if outcome == "delivered":
+    def on_delivery(self, round_number: int, answer: Outcome, detail: str) -> StepDown | None:
+        """`answer`: as the courier reports it (never RETRY). A reload between the
+        courier's answer and this call handed the round to the courier again; it is taken
+        back so the collector does not get it twice."""
+        if answer is Outcome.FENCED:
+            return self.deposed(Unseated.COLLECTOR_FENCED,
+                                f"the collector fenced round {round_number} off ({detail}): "
+                                f"it accepted a newer epoch of this fleet; re-checking")
+        if answer is Outcome.DELIVERED:
             self.delivered += 1
             log.info("delivered round %d (%s)", round_number, detail)
         else:
             self.refused += 1
             log.error("collector refused round %d for good: %s; dropping it", round_number,
                       detail)
-        self.outbox.answer(round_number, outcome)
+        self.outbox.answer(round_number, answer)
         self.courier.discard(round_number)
         return None
 
 
 def describe_change(before: list[str] | None, after: list[str]) -> str:
+    """The devices that joined and left since the last listing, for its log line."""
     if before is None:
         return ""
     joined = [node for node in after if node not in before]

@@ -4,6 +4,7 @@ counters (never ZooKeeper), so scraping can not disturb the fleet.
 The daemon imports this module only when `metrics_port` is set: prometheus_client costs
 a node resident memory, which a node serving no metrics must not pay."""
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,6 +18,8 @@ from zk_sensor.config.serving import PROMETHEUS_CONTENT_TYPE
 
 if TYPE_CHECKING:
     from zk_sensor.node.daemon import Node
+
+log = logging.getLogger("zk_sensor")
 
 Sample = tuple[str, str, str, float]
 FAMILIES = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily}
@@ -80,11 +83,17 @@ def node_registry(samples: Callable[[], list[Sample]]) -> CollectorRegistry:
 
 
 class MetricsServer:
+    """/metrics on its own threads: a scrape, however slow, never waits on the loop, and
+    the loop never waits on a scrape."""
+
     def __init__(self, host: str, port: int,
                  samples: Callable[[], list[Sample]]) -> None:
         registry = node_registry(samples)
 
         class Handler(BaseHTTPRequestHandler):
+            """/metrics from this server's registry (a class per server: the standard
+            library's handlers get no other way to it); everything else is a 404."""
+
             def do_GET(self) -> None:
                 if self.path != "/metrics":
                     self.send_error(404)
@@ -113,3 +122,13 @@ class MetricsServer:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def serve_node_metrics(node: "Node") -> MetricsServer:
+    """Start serving the node's metrics on its metrics_host:metrics_port."""
+    settings = node.settings
+    server = MetricsServer(settings.metrics_host, settings.metrics_port,
+                           lambda: node_samples(node))
+    server.start()
+    log.info("metrics on http://%s:%d/metrics", settings.metrics_host, server.port)
+    return server

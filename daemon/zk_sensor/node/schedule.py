@@ -13,6 +13,9 @@ from dataclasses import dataclass
 
 @dataclass
 class RoundClock:
+    """A leader's grid of close times (monotonic), one per office: a new leader starts
+    its own, so nothing of a previous office's timing carries over."""
+
     next_close: float
     period: float
 

@@ -1,16 +1,21 @@
 """The daemon's local settings: defaults, then a TOML file, then ZK_SENSOR_* variables,
 then the command line. Fleet-wide values (period, collector URL) live in ZooKeeper;
 the local ones here are only the start-up defaults until ZooKeeper says otherwise.
+
+The call and delivery deadlines left at their default follow the session timeout (the
+one asked for, then the one the server grants: a server with a short tickTime grants
+less), so a node with default settings starts against any server; a value an operator
+chose is kept, and refused when it cannot fit.
 """
 
-import argparse
 import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 
 from zk_sensor.config.sources import SettingsError, layered
+from zk_sensor.config.table import Table, optional_number, setting
 from zk_sensor.fleet.validation import (
     InvalidValue,
     parse_api_url,
@@ -19,53 +24,99 @@ from zk_sensor.fleet.validation import (
     parse_sampling_period,
 )
 from zk_sensor.sensors.catalog import BUILTIN, check_sensor_settings
-from zk_sensor.zk.access import add_access_arguments
 
-ENV_PREFIX = "ZK_SENSOR_"
-# Sensor settings sources.py leaves as text (it coerces to int and float only).
-SENSOR_OPTIONAL_NUMBERS = ("sensor_vref", "sensor_min", "sensor_max")
+# A call gives up within a third of the session, so two more fit before the server
+# expires it; a delivery within a third too, well inside the leader's lease (half).
+SESSION_SHARES = {"zk_deadline": 1 / 3, "http_timeout": 1 / 3}
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True)
 class Settings:
-    node_id: str = ""
-    zookeeper: str = "127.0.0.1:2181"
-    namespace: str = "/zk-sensor"
-    sampling_period: float = 5.0
-    api_url: str = "http://127.0.0.1:8080/nuevo"
-    sensor: str = "simulated"
-    sensor_channel: int = 0
-    sensor_scale: float = 1.0
-    sensor_offset: float = 0.0
-    pin_factory: str = "lgpio"
-    disk_path: str = "/"
-    sensor_differential: bool = False
-    sensor_vref: float | None = None
-    sensor_pin: str = ""
-    sensor_trigger_pin: str = ""
-    sensor_echo_pin: str = ""
-    sensor_file: str = "/sys/class/thermal/thermal_zone0/temp"
-    w1_device: str = ""
-    sensor_min: float | None = None
-    sensor_max: float | None = None
-    session_timeout: float = 10.0
-    zk_deadline: float = 2.0
-    http_timeout: float = 3.0
-    api_token: str = field(default="", repr=False)
-    api_token_origins: str = ""
-    collector_ca_file: str = ""
-    zk_auth_file: str = ""
-    zk_ca_file: str = ""
-    zk_cert_file: str = ""
-    zk_key_file: str = ""
-    outbox_limit: int = 1000
-    metrics_host: str = "127.0.0.1"
-    metrics_port: int = 0
-    offline_grace: float = 120.0
-    log_level: str = "info"
+    """The node's local settings, each declared once (config/table.py): its TOML key,
+    `ZK_SENSOR_` variable and flag come from the field."""
+    node_id: str = setting("", "this node's unique id: letters, digits, '.', '_', '-'",
+                           flag="--id", aliases=("id",), shown_default="none, it is required")
+    zookeeper: str = setting("127.0.0.1:2181",
+                             "ZooKeeper connection string host:port,host:port,...")
+    namespace: str = setting("/zk-sensor", "root znode of the fleet")
+    sampling_period: float = setting(5.0, "seconds between readings; used until "
+                                          "/config/sampling_period is set in ZooKeeper")
+    api_url: str = setting("http://127.0.0.1:8080/nuevo",
+                           "collector URL, or several separated by commas; used until "
+                           "/config/api_url is set in ZooKeeper")
+    sensor: str = setting("simulated", f"sensor driver: {', '.join(BUILTIN)}, or a "
+                                       "plug-in's name")
+    sensor_channel: int = setting(0, "MCP3xxx input channel, 0 up to the chip's channels "
+                                     "less one")
+    sensor_scale: float = setting(1.0, "reading = value * scale + offset (every driver but "
+                                       "simulated, loadavg and disk)")
+    sensor_offset: float = setting(0.0, "added to the scaled value (see sensor_scale)")
+    pin_factory: str = setting("lgpio", "gpiozero pin factory for real hardware (lgpio, "
+                                        "rpigpio, pigpio)")
+    disk_path: str = setting("/", "filesystem of the disk sensor (percent used)")
+    sensor_differential: bool = setting(False, "MCP3xxx: read the channel against its pair "
+                                               "instead of ground")
+    sensor_vref: float | None = setting(None, "MCP3xxx: volts on VREF; the value read "
+                                              "becomes the input's volts",
+                                        parse=optional_number)
+    sensor_pin: str = setting("", "light: the LDR and capacitor's pin (17, GPIO17, BOARD11)")
+    sensor_trigger_pin: str = setting("", "distance: the HC-SR04's TRIG pin")
+    sensor_echo_pin: str = setting("", "distance: the HC-SR04's ECHO pin (through a "
+                                       "voltage divider)")
+    sensor_file: str = setting("/sys/class/thermal/thermal_zone0/temp",
+                               "cpu_temperature: the thermal zone's sysfs file")
+    w1_device: str = setting("", "ds18b20: the sensor's directory, /sys/bus/w1/devices/28-...")
+    sensor_min: float | None = setting(None, "a reading below this (in the reading's unit) is "
+                                             "refused as a failed reading",
+                                       parse=optional_number)
+    sensor_max: float | None = setting(None, "a reading above this (in the reading's unit) is "
+                                             "refused as a failed reading",
+                                       parse=optional_number)
+    session_timeout: float = setting(10.0, "ZooKeeper session timeout asked for, seconds "
+                                           "(1..60); the server may grant another, and the "
+                                           "node's timing follows what it granted")
+    zk_deadline: float = setting(2.0, "seconds any single ZooKeeper call may take, at most a "
+                                      "third of the granted session timeout",
+                                 shown_default="2, or a third of a shorter session timeout")
+    http_timeout: float = setting(3.0, "seconds a delivery to the collector may take, below "
+                                       "half the granted session timeout",
+                                  shown_default="3, or a third of a shorter session timeout")
+    api_token: str = setting("", "bearer token sent with every delivery", secret=True)
+    api_token_origins: str = setting("", "comma-separated scheme://host[:port] besides "
+                                         "api_url's own that may receive api_token")
+    collector_ca_file: str = setting("", "CA certificate (PEM) of an https:// collector",
+                                     shown_default="zk_ca_file, then the system's CAs")
+    zk_auth_file: str = setting("", "file holding one line user:password for ZooKeeper "
+                                    "(mode 0600)")
+    zk_ca_file: str = setting("", "CA certificate (PEM) of the ZooKeeper servers: turns on "
+                                  "TLS to ZooKeeper")
+    zk_cert_file: str = setting("", "TLS client certificate (PEM) for ZooKeeper")
+    zk_key_file: str = setting("", "the key of zk_cert_file (PEM, mode 0600)")
+    outbox_limit: int = setting(1000, "rounds kept for the collector before the oldest is "
+                                      "dropped")
+    metrics_host: str = setting("127.0.0.1", "address for the metrics port")
+    metrics_port: int = setting(0, "serve Prometheus metrics on this port (0: off)")
+    offline_grace: float = setting(120.0, "seconds without ZooKeeper before the systemd "
+                                          "watchdog stops being fed")
+    log_level: str = setting("info", "what to log; debug also logs every measurement",
+                             choices=LOG_LEVELS)
+    # The session-bound settings left at their default, which fitted_to may cut.
+    defaulted: frozenset[str] = field(default=frozenset(), repr=False)
+
+    def fitted_to(self, session: float) -> tuple[Self, str]:
+        """These settings with each session-bound default cut to its share of `session`
+        (seconds), or back to the default when that fits; and what changed, for the log
+        ("" when nothing did)."""
+        fitted = dataclasses.replace(self, **{
+            name: min(getattr(Settings, name), math.floor(session * share * 1000) / 1000)
+            for name, share in SESSION_SHARES.items() if name in self.defaulted})
+        changes = [f"{name} {getattr(fitted, name):g} s (was {getattr(self, name):g} s)"
+                   for name in SESSION_SHARES if getattr(fitted, name) != getattr(self, name)]
+        return fitted, "defaults follow it: " + ", ".join(changes) if changes else ""
 
 
-FILE_ALIASES = {"id": "node_id"}
+TABLE = Table(Settings, "ZK_SENSOR_")
 
 
 def _check(settings: Settings) -> Settings:
@@ -76,7 +127,6 @@ def _check(settings: Settings) -> Settings:
         parse_origins(settings.api_token_origins)
     except InvalidValue as error:
         raise SettingsError(str(error)) from None
-    settings = _sensor_types(settings)
     check_sensor_settings(settings)
     if not settings.namespace.startswith("/") or settings.namespace.endswith("/"):
         raise SettingsError(
@@ -107,89 +157,12 @@ def _check(settings: Settings) -> Settings:
     return dataclasses.replace(settings, node_id=node_id)
 
 
-def _sensor_types(settings: Settings) -> Settings:
-    return dataclasses.replace(
-        settings,
-        **{name: _optional_number(name, getattr(settings, name))
-           for name in SENSOR_OPTIONAL_NUMBERS},
-    )
-
-
-def _optional_number(name: str, raw: object) -> float | None:
-    """Unset is None; an empty value (ZK_SENSOR_SENSOR_MIN=) unsets one from the file."""
-    if raw is None or str(raw).strip() == "":
-        return None
-    try:
-        value = float(str(raw))
-    except ValueError:
-        raise SettingsError(f"setting {name}={raw!r} is not a number") from None
-    if not math.isfinite(value):
-        raise SettingsError(f"setting {name}={raw!r} is not a finite number")
-    return value
-
-
 def build_settings(
     cli: Mapping[str, Any], env: Mapping[str, str], config_file: str | None
 ) -> Settings:
-    """Merge every source, the command line winning, and check the result as a whole."""
-    return _check(layered(Settings, ENV_PREFIX, cli, env, config_file, FILE_ALIASES))
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="TOML file of settings (also ZK_SENSOR_CONFIG)")
-    parser.add_argument("--id", dest="node_id", help="this node's unique id")
-    parser.add_argument("--zookeeper", help="connection string host:port,host:port,...")
-    parser.add_argument("--namespace", help="root znode of the fleet (default /zk-sensor)")
-    parser.add_argument("--sampling-period", dest="sampling_period", type=float,
-                        help="seconds; used until /config/sampling_period is set")
-    parser.add_argument("--api-url", dest="api_url",
-                        help="collector URL; used until /config/api_url is set")
-    parser.add_argument("--sensor",
-                        help=f"sensor driver: {', '.join(BUILTIN)}, or a plug-in's name")
-    parser.add_argument("--sensor-channel", dest="sensor_channel", type=int,
-                        help="MCP3xxx input channel, 0 up to the chip's channels less one")
-    parser.add_argument("--sensor-scale", dest="sensor_scale", type=float,
-                        help="reading = value * scale + offset (all but simulated, loadavg, "
-                             "disk)")
-    parser.add_argument("--sensor-offset", dest="sensor_offset", type=float)
-    parser.add_argument("--pin-factory", dest="pin_factory",
-                        help="gpiozero pin factory for real hardware (lgpio, rpigpio, pigpio)")
-    parser.add_argument("--disk-path", dest="disk_path", help="filesystem for the disk sensor")
-    parser.add_argument("--sensor-differential", dest="sensor_differential",
-                        action=argparse.BooleanOptionalAction,
-                        help="MCP3xxx: read the channel against its pair instead of ground")
-    parser.add_argument("--sensor-vref", dest="sensor_vref", type=float,
-                        help="MCP3xxx: volts on VREF; the value read becomes the input's volts")
-    parser.add_argument("--sensor-pin", dest="sensor_pin",
-                        help="light: the LDR and capacitor's pin (17, GPIO17, BOARD11)")
-    parser.add_argument("--sensor-trigger-pin", dest="sensor_trigger_pin",
-                        help="distance: the HC-SR04's TRIG pin")
-    parser.add_argument("--sensor-echo-pin", dest="sensor_echo_pin",
-                        help="distance: the HC-SR04's ECHO pin (through a voltage divider)")
-    parser.add_argument("--sensor-file", dest="sensor_file",
-                        help="cpu_temperature: the thermal zone's sysfs file")
-    parser.add_argument("--w1-device", dest="w1_device",
-                        help="ds18b20: the sensor's directory, /sys/bus/w1/devices/28-...")
-    parser.add_argument("--sensor-min", dest="sensor_min", type=float,
-                        help="a reading below is refused as a failed reading")
-    parser.add_argument("--sensor-max", dest="sensor_max", type=float,
-                        help="a reading above is refused as a failed reading")
-    parser.add_argument("--session-timeout", dest="session_timeout", type=float)
-    parser.add_argument("--zk-deadline", dest="zk_deadline", type=float,
-                        help="seconds any single ZooKeeper call may take")
-    parser.add_argument("--http-timeout", dest="http_timeout", type=float)
-    parser.add_argument("--metrics-port", dest="metrics_port", type=int,
-                        help="serve Prometheus metrics on this port (0: off)")
-    parser.add_argument("--metrics-host", dest="metrics_host",
-                        help="address for the metrics port (default 127.0.0.1)")
-    parser.add_argument("--outbox-limit", dest="outbox_limit", type=int,
-                        help="rounds kept for the collector before the oldest is dropped")
-    add_access_arguments(parser)
-    parser.add_argument("--collector-ca-file", dest="collector_ca_file",
-                        help="CA certificate (PEM) of an https:// collector "
-                             "(default: zk_ca_file, then the system's CAs)")
-    parser.add_argument("--api-token-origins", dest="api_token_origins",
-                        help="comma-separated scheme://host[:port] besides api_url's own "
-                             "that may receive api_token")
-    parser.add_argument("--log-level", dest="log_level",
-                        choices=("debug", "info", "warning", "error"))
+    """Merge every source, the command line winning, fit the defaults to the session
+    timeout asked for, and check the result as a whole."""
+    merged = layered(TABLE, cli, env, config_file)
+    settings = dataclasses.replace(
+        merged.settings, defaulted=frozenset(SESSION_SHARES) - merged.explicit)
+    return _check(settings.fitted_to(settings.session_timeout)[0])

@@ -9,9 +9,10 @@ import signal
 import sys
 
 from zk_sensor.config.secrets import check_readable
+from zk_sensor.config.sources import SettingsError
 from zk_sensor.logs import setup_logging
 from zk_sensor.node.daemon import Node
-from zk_sensor.node.settings import Settings, SettingsError, add_arguments, build_settings
+from zk_sensor.node.settings import TABLE, Settings, build_settings
 from zk_sensor.node.systemd import Systemd
 from zk_sensor.sensors import SensorError, open_sensor, read_once
 from zk_sensor.sensors.base import min_read_time, period_too_short
@@ -40,11 +41,14 @@ def check_watchdog_budget(settings: Settings, systemd: Systemd) -> None:
         )
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="zk-sensor", description="One sensor node of a ZooKeeper-coordinated fleet."
-    )
-    add_arguments(parser)
+        prog="zk-sensor", description="One sensor node of a ZooKeeper-coordinated fleet. "
+        "Every setting is also a key of the TOML file (--config) and a ZK_SENSOR_<NAME> "
+        "environment variable; the command line wins over the environment, which wins over "
+        "the file.", epilog=TABLE.secrets_note())
+    parser.add_argument("--config", help="TOML file of settings (also ZK_SENSOR_CONFIG)")
+    TABLE.add_arguments(parser)
     checks = parser.add_mutually_exclusive_group()
     checks.add_argument("--read-once", action="store_true",
                         help="open the sensor, print one reading and exit, without ZooKeeper: "
@@ -54,16 +58,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="check the settings and exit, touching neither ZooKeeper nor the "
                              "sensor: 0 and `ok` (after warnings the node would start with, "
                              "such as a w1_device not there yet), or 2 with the reason")
-    return parser.parse_args(argv)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    cli = {key: value for key, value in vars(args).items()
-           if key not in ("config", "read_once", "check_config")}
+    args = build_parser().parse_args(argv)
     systemd = Systemd()
     try:
-        settings = build_settings(cli, os.environ, args.config)
+        settings = build_settings(TABLE.from_args(args), os.environ, args.config)
         check_watchdog_budget(settings, systemd)
         access = zk_access(settings.zk_auth_file, settings.zk_ca_file, settings.zk_cert_file,
                            settings.zk_key_file)

@@ -7,6 +7,9 @@ from sdnotify import SystemdNotifier
 
 
 class Systemd:
+    """What the node tells systemd, with every message dropped when no systemd listens
+    (NOTIFY_SOCKET unset): the loop calls it unconditionally, in a unit or in a test."""
+
     def __init__(self) -> None:
         self.enabled = bool(os.environ.get("NOTIFY_SOCKET"))
         self.notifier = SystemdNotifier() if self.enabled else None

@@ -1,4 +1,5 @@
-"""What every driver is to the daemon, built-in or plug-in: a name, read() and close()."""
+"""What every driver is to the daemon, built-in or plug-in (a name, read() and close()),
+and what the daemon is to every driver (the settings it reads)."""
 
 import math
 from typing import ClassVar, Protocol
@@ -33,27 +34,46 @@ class Sensor(Protocol):
     def close(self) -> None: ...
 
 
-class Bounded:
-    """A driver whose readings outside sensor_min..sensor_max fail: a loose probe or a
-    shorted input still gives a number, and only the operator knows which numbers are
-    impossible for this sensor."""
+class SensorSettings(Protocol):
+    """The node's settings as far as the drivers and their checks go: declared here, not
+    imported, so that sensors/ stays below the node, and read-only, so that the node's
+    frozen dataclass matches by its attribute names alone. A plug-in's factory receives
+    that same object."""
 
-    def __init__(self, sensor: Sensor, low: float | None, high: float | None) -> None:
-        self.sensor = sensor
-        self.name = sensor.name
-        self.low = -math.inf if low is None else low
-        self.high = math.inf if high is None else high
-        self.min_read_time = min_read_time(sensor)
-
-    def read(self) -> float:
-        value = float(self.sensor.read())
-        if value < self.low or value > self.high:
-            raise SensorError(f"reading {value:g} is outside sensor_min..sensor_max "
-                              f"({self.low:g}..{self.high:g})")
-        return value
-
-    def close(self) -> None:
-        self.sensor.close()
+    # Which driver, how often, and the operator's calibration and bounds.
+    @property
+    def sensor(self) -> str: ...
+    @property
+    def sampling_period(self) -> float: ...
+    @property
+    def sensor_scale(self) -> float: ...
+    @property
+    def sensor_offset(self) -> float: ...
+    @property
+    def sensor_min(self) -> float | None: ...
+    @property
+    def sensor_max(self) -> float | None: ...
+    # Each read by one family of drivers: pins (MCP3xxx, HC-SR04, LDR), files, disk.
+    @property
+    def pin_factory(self) -> str: ...
+    @property
+    def sensor_channel(self) -> int: ...
+    @property
+    def sensor_differential(self) -> bool: ...
+    @property
+    def sensor_vref(self) -> float | None: ...
+    @property
+    def sensor_pin(self) -> str: ...
+    @property
+    def sensor_trigger_pin(self) -> str: ...
+    @property
+    def sensor_echo_pin(self) -> str: ...
+    @property
+    def sensor_file(self) -> str: ...
+    @property
+    def w1_device(self) -> str: ...
+    @property
+    def disk_path(self) -> str: ...
 
 
 def take_reading(sensor: Sensor) -> float:

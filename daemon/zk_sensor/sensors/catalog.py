@@ -8,15 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
 
 from zk_sensor.config.sources import SettingsError
-from zk_sensor.sensors.base import period_too_short
+from zk_sensor.sensors.base import SensorSettings, period_too_short
 from zk_sensor.sensors.board import pin_factory_problem
 from zk_sensor.sensors.w1 import missing_device, settings_min_read_time
-
-if TYPE_CHECKING:
-    from zk_sensor.node.settings import Settings
 
 PLUGIN_GROUP = "zk_sensor.sensors"
 
@@ -52,7 +48,7 @@ REQUIRED = {
 # Drivers on real pins, through the pin factory the settings name.
 PIN_DRIVERS = (*MCP3XXX_CHANNELS, "distance", "light")
 # The shortest read of a built-in driver (its own `min_read_time`), known before it opens.
-MIN_READ_TIME: dict[str, Callable[[Settings], float]] = {"ds18b20": settings_min_read_time}
+MIN_READ_TIME: dict[str, Callable[[SensorSettings], float]] = {"ds18b20": settings_min_read_time}
 
 
 def plugin_names() -> list[str]:
@@ -60,7 +56,7 @@ def plugin_names() -> list[str]:
     return sorted({entry.name for entry in entry_points(group=PLUGIN_GROUP)} - BUILTIN.keys())
 
 
-def check_sensor_settings(settings: Settings) -> None:
+def check_sensor_settings(settings: SensorSettings) -> None:
     """Refuse what can be judged without the hardware, so that the start and
     --check-config stop the same mistakes before any pin or file is touched."""
     _check_name(settings.sensor)
@@ -90,7 +86,7 @@ def _check_name(name: str) -> None:
         raise SettingsError(f"sensor {name!r} is not a known driver (known: {known})")
 
 
-def _check_mcp3xxx(settings: Settings) -> None:
+def _check_mcp3xxx(settings: SensorSettings) -> None:
     chip, channel = settings.sensor, settings.sensor_channel
     channels = MCP3XXX_CHANNELS[chip]
     if channels == 1 and (channel or settings.sensor_differential):
@@ -104,7 +100,7 @@ def _check_mcp3xxx(settings: Settings) -> None:
                             f"voltage on the {chip}'s VREF pin")
 
 
-def sensor_warnings(settings: Settings) -> list[str]:
+def sensor_warnings(settings: SensorSettings) -> list[str]:
     """What --check-config reports without refusing: the node would start all the same."""
     problem = missing_device(settings) if settings.sensor == "ds18b20" else None
     return [problem] if problem else []

@@ -12,16 +12,13 @@ last echo came and fails a read when none came for ECHO_STALE seconds.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
 
 from gpiozero import DistanceSensor, LightSensor
 from gpiozero.pins import Factory
 
-from zk_sensor.sensors.base import SensorError
+from zk_sensor.sensors.base import SensorError, SensorSettings
 from zk_sensor.sensors.pins import hardware_pin_factory, warnings_logged
-
-if TYPE_CHECKING:
-    from zk_sensor.node.settings import Settings
+from zk_sensor.sensors.transforms import Calibration
 
 # gpiozero caps distances at max_distance (default 1 m); an HC-SR04 ranges to 4 m.
 HC_SR04_RANGE = 4.0
@@ -30,15 +27,17 @@ HC_SR04_RANGE = 4.0
 ECHO_STALE = 0.5
 
 
-class EchoTimedSensor(DistanceSensor):
+class EchoTimedSensor(DistanceSensor):  # type: ignore[misc]  # gpiozero has no type stubs
     """gpiozero's DistanceSensor, noting when its sampling thread last measured an echo."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *, echo: str, trigger: str, max_distance: float,
+                 pin_factory: Factory) -> None:
         self._last_echo = time.monotonic()
-        super().__init__(*args, **kwargs)
+        super().__init__(echo=echo, trigger=trigger, max_distance=max_distance,
+                         pin_factory=pin_factory)
 
     def _read(self) -> float | None:
-        value = super()._read()
+        value: float | None = super()._read()
         if value is not None:
             self._last_echo = time.monotonic()
         return value
@@ -53,14 +52,13 @@ class Rangefinder:
 
     name = "distance"
 
-    def __init__(self, settings: Settings, factory: Factory) -> None:
+    def __init__(self, settings: SensorSettings, factory: Factory) -> None:
         self.factory = factory
         with warnings_logged(self.name):
             self.device = EchoTimedSensor(
                 echo=settings.sensor_echo_pin, trigger=settings.sensor_trigger_pin,
                 max_distance=HC_SR04_RANGE, pin_factory=factory)
-        self.scale = settings.sensor_scale
-        self.offset = settings.sensor_offset
+        self.calibration = Calibration.of(settings)
 
     def read(self) -> float:
         """The median of the last echoes, unless they are stale: the first read waits (in
@@ -70,7 +68,7 @@ class Rangefinder:
         if silent > ECHO_STALE:
             raise SensorError(f"no echo for {silent:.1f} s: is the HC-SR04 powered and its "
                               "echo wired?")
-        return distance * self.scale + self.offset
+        return self.calibration.apply(distance)
 
     def close(self) -> None:
         self.device.close()
@@ -82,24 +80,23 @@ class LightLevel:
 
     name = "light"
 
-    def __init__(self, settings: Settings, factory: Factory) -> None:
+    def __init__(self, settings: SensorSettings, factory: Factory) -> None:
         self.factory = factory
         with warnings_logged(self.name):
             self.device = LightSensor(settings.sensor_pin, pin_factory=factory)
-        self.scale = settings.sensor_scale
-        self.offset = settings.sensor_offset
+        self.calibration = Calibration.of(settings)
 
     def read(self) -> float:
-        return self.device.value * self.scale + self.offset
+        return self.calibration.apply(self.device.value)
 
     def close(self) -> None:
         self.device.close()
         self.factory.close()
 
 
-def open_distance(settings: Settings) -> Rangefinder:
+def open_distance(settings: SensorSettings) -> Rangefinder:
     return Rangefinder(settings, hardware_pin_factory(settings.pin_factory, "distance"))
 
 
-def open_light(settings: Settings) -> LightLevel:
+def open_light(settings: SensorSettings) -> LightLevel:
     return LightLevel(settings, hardware_pin_factory(settings.pin_factory, "light"))

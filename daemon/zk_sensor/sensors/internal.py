@@ -4,16 +4,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gpiozero import CPUTemperature, DiskUsage, LoadAverage
 from gpiozero.pins.mock import MockFactory
 
-from zk_sensor.sensors.base import SensorUnavailable
+from zk_sensor.sensors.base import SensorSettings, SensorUnavailable
 from zk_sensor.sensors.pins import use_pin_factory
-
-if TYPE_CHECKING:
-    from zk_sensor.node.settings import Settings
+from zk_sensor.sensors.transforms import Calibration
 
 
 class LoadAverageSensor:
@@ -56,31 +53,29 @@ class CpuTemperatureSensor:
 
     name = "cpu_temperature"
 
-    def __init__(self, sensor_file: str, scale: float, offset: float) -> None:
+    def __init__(self, sensor_file: str, calibration: Calibration) -> None:
         self.factory = use_pin_factory(MockFactory())
         self.device = CPUTemperature(sensor_file=sensor_file, pin_factory=self.factory)
-        self.scale = scale
-        self.offset = offset
+        self.calibration = calibration
 
     def read(self) -> float:
-        return self.device.temperature * self.scale + self.offset
+        return self.calibration.apply(self.device.temperature)
 
     def close(self) -> None:
         self.device.close()
         self.factory.close()
 
 
-def open_loadavg(settings: Settings) -> LoadAverageSensor:
+def open_loadavg(settings: SensorSettings) -> LoadAverageSensor:
     return LoadAverageSensor()
 
 
-def open_disk(settings: Settings) -> DiskUsageSensor:
+def open_disk(settings: SensorSettings) -> DiskUsageSensor:
     return DiskUsageSensor(settings.disk_path)
 
 
-def open_cpu_temperature(settings: Settings) -> CpuTemperatureSensor:
+def open_cpu_temperature(settings: SensorSettings) -> CpuTemperatureSensor:
     if not Path(settings.sensor_file).is_file():
         raise SensorUnavailable(f"sensor_file {settings.sensor_file} does not exist: "
                                 "the thermal zones of this machine are in /sys/class/thermal")
-    return CpuTemperatureSensor(settings.sensor_file, settings.sensor_scale,
-                                settings.sensor_offset)
+    return CpuTemperatureSensor(settings.sensor_file, Calibration.of(settings))

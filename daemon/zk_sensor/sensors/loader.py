@@ -7,28 +7,34 @@ import queue
 import threading
 from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import TYPE_CHECKING
 
-from zk_sensor.sensors.base import Bounded, Sensor, SensorError, SensorUnavailable, take_reading
+from zk_sensor.sensors.base import (
+    Sensor,
+    SensorError,
+    SensorSettings,
+    SensorUnavailable,
+    take_reading,
+)
 from zk_sensor.sensors.catalog import BUILTIN, PLUGIN_GROUP
+from zk_sensor.sensors.transforms import Bounded
 from zk_sensor.sensors.workdir import writable_directory
-
-if TYPE_CHECKING:
-    from zk_sensor.node.settings import Settings
 
 # Long enough for gpiozero's first smoothed value (an HC-SR04's nine echoes) and a
 # 1-Wire conversion (750 ms), short enough for an operator waiting at a prompt.
 READ_ONCE_DEADLINE = 10.0
 
+# A built-in driver's `open_*` function, or a plug-in's entry point.
+DriverFactory = Callable[[SensorSettings], Sensor]
 
-def open_sensor(settings: Settings) -> Sensor:
+
+def open_sensor(settings: SensorSettings) -> Sensor:
     sensor = _open_driver(settings)
     if settings.sensor_min is None and settings.sensor_max is None:
         return sensor
     return Bounded(sensor, settings.sensor_min, settings.sensor_max)
 
 
-def _open_driver(settings: Settings) -> Sensor:
+def _open_driver(settings: SensorSettings) -> Sensor:
     """A missing library or device becomes SensorUnavailable (exit 2): a plug-in signals
     them with ImportError and FileNotFoundError/PermissionError, like the built-ins."""
     name = settings.sensor
@@ -46,18 +52,21 @@ def _open_driver(settings: Settings) -> Sensor:
         raise SensorError(f"cannot open sensor {name!r}: {error}") from error
 
 
-def driver_factory(name: str) -> Callable[[Settings], Sensor]:
+def driver_factory(name: str) -> DriverFactory:
     """The factory of a built-in driver (imported only now) or of an installed plug-in."""
     target = BUILTIN.get(name)
     if target is not None:
         module, _, function = target.partition(":")
-        return getattr(importlib.import_module(f"{__package__}.{module}"), function)
+        builtin: DriverFactory = getattr(importlib.import_module(f"{__package__}.{module}"),
+                                         function)
+        return builtin
     for entry in entry_points(group=PLUGIN_GROUP, name=name):
-        return entry.load()
+        plugin: DriverFactory = entry.load()
+        return plugin
     raise SensorUnavailable(f"no sensor driver named {name!r} is installed")
 
 
-def read_once(settings: Settings, deadline: float = READ_ONCE_DEADLINE) -> float:
+def read_once(settings: SensorSettings, deadline: float = READ_ONCE_DEADLINE) -> float:
     """The daemon's own way from settings to a reading, without ZooKeeper, from whatever
     directory the operator is in (workdir.py).
 
@@ -69,7 +78,7 @@ def read_once(settings: Settings, deadline: float = READ_ONCE_DEADLINE) -> float
         return _read_once(settings, deadline)
 
 
-def _read_once(settings: Settings, deadline: float) -> float:
+def _read_once(settings: SensorSettings, deadline: float) -> float:
     sensor = open_sensor(settings)
     outcome: queue.SimpleQueue[float | SensorError] = queue.SimpleQueue()
 

@@ -7,23 +7,20 @@ it gpiozero bit-bangs the bus, slower but correct, and says so in the log.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import gpiozero
 from gpiozero.pins import Factory
 
+from zk_sensor.sensors.base import SensorSettings
 from zk_sensor.sensors.catalog import MCP3XXX_CHANNELS
 from zk_sensor.sensors.pins import forget_pin_history, hardware_pin_factory, warnings_logged
-
-if TYPE_CHECKING:
-    from zk_sensor.node.settings import Settings
+from zk_sensor.sensors.transforms import Calibration
 
 
 class Mcp3xxxSensor:
     """value (0..1, -1..1 when differential) * scale + offset, or, with sensor_vref set,
     the input's voltage * scale + offset."""
 
-    def __init__(self, settings: Settings, factory: Factory) -> None:
+    def __init__(self, settings: SensorSettings, factory: Factory) -> None:
         self.name = settings.sensor
         self.factory = factory
         options: dict[str, object] = {}
@@ -36,13 +33,11 @@ class Mcp3xxxSensor:
         with warnings_logged(self.name):
             self.adc = chip(**options, pin_factory=factory)
         self.in_volts = settings.sensor_vref is not None
-        self.scale = settings.sensor_scale
-        self.offset = settings.sensor_offset
+        self.calibration = Calibration.of(settings)
 
     def read(self) -> float:
         try:
-            level = self.adc.voltage if self.in_volts else self.adc.value
-            return level * self.scale + self.offset
+            return self.calibration.apply(self.adc.voltage if self.in_volts else self.adc.value)
         finally:
             forget_pin_history(self.factory)
 
@@ -51,5 +46,5 @@ class Mcp3xxxSensor:
         self.factory.close()
 
 
-def open_mcp3xxx(settings: Settings) -> Mcp3xxxSensor:
+def open_mcp3xxx(settings: SensorSettings) -> Mcp3xxxSensor:
     return Mcp3xxxSensor(settings, hardware_pin_factory(settings.pin_factory, settings.sensor))

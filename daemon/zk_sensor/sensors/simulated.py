@@ -11,24 +11,24 @@ would sit on mock pins and bit-bang all 24 clocks of a conversion through Python
 from __future__ import annotations
 
 import random
-from typing import TYPE_CHECKING, Any
 
 from gpiozero import MCP3008
 from gpiozero.pins import SPI
 from gpiozero.pins.mock import MockFactory
 
+from zk_sensor.sensors.base import SensorSettings
 from zk_sensor.sensors.pins import use_pin_factory
-
-if TYPE_CHECKING:
-    from zk_sensor.node.settings import Settings
+from zk_sensor.sensors.transforms import Calibration
 
 SIMULATED_LOW = 75.0
 SIMULATED_HIGH = 85.0
+# The chip's level, 0..1, spread over SIMULATED_LOW..SIMULATED_HIGH.
+SIMULATED_RANGE = Calibration(scale=SIMULATED_HIGH - SIMULATED_LOW, offset=SIMULATED_LOW)
 HARDWARE_SPI_PINS = {"clock_pin": 11, "mosi_pin": 10, "miso_pin": 9, "select_pin": 8}
 START = 0x01
 
 
-class SimulatedMCP3008Port(SPI):
+class SimulatedMCP3008Port(SPI):  # type: ignore[misc]  # gpiozero has no type stubs
     """An MCP3008 behind the hardware SPI port, answering each conversion with a random
     level. Protocol (datasheet, figure 6-1, as gpiozero sends it):
 
@@ -36,7 +36,7 @@ class SimulatedMCP3008Port(SPI):
         Rx  xxxxxxxx xxxxx0RR RRRRRRRR
     """
 
-    def __init__(self, *, pin_factory: SimulatedFactory, **_pins: Any) -> None:
+    def __init__(self, *, pin_factory: SimulatedFactory, **_pins: object) -> None:
         super().__init__(pin_factory=pin_factory)
         self.rng = pin_factory.rng
 
@@ -50,7 +50,7 @@ class SimulatedMCP3008Port(SPI):
         return [0, level >> 8, level & 0xFF]
 
 
-class SimulatedFactory(MockFactory):
+class SimulatedFactory(MockFactory):  # type: ignore[misc]  # gpiozero has no type stubs
     """gpiozero's mock factory, with the simulated chip on its hardware SPI port."""
 
     def __init__(self, rng: random.Random) -> None:
@@ -72,12 +72,12 @@ class SimulatedSensor:
         self.adc = MCP3008(channel=0, **HARDWARE_SPI_PINS, pin_factory=self.factory)
 
     def read(self) -> float:
-        return SIMULATED_LOW + self.adc.value * (SIMULATED_HIGH - SIMULATED_LOW)
+        return SIMULATED_RANGE.apply(self.adc.value)
 
     def close(self) -> None:
         self.adc.close()
         self.factory.close()
 
 
-def open_simulated(settings: Settings) -> SimulatedSensor:
+def open_simulated(settings: SensorSettings) -> SimulatedSensor:
     return SimulatedSensor()

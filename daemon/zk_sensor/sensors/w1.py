@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from zk_sensor.sensors.base import SensorError, SensorUnavailable
-
-if TYPE_CHECKING:
-    from zk_sensor.node.settings import Settings
+from zk_sensor.sensors.base import SensorError, SensorSettings, SensorUnavailable
+from zk_sensor.sensors.transforms import Calibration
 
 log = logging.getLogger("zk_sensor")
 
@@ -44,12 +41,11 @@ class Ds18b20:
 
     name = "ds18b20"
 
-    def __init__(self, device: Path, scale: float, offset: float) -> None:
+    def __init__(self, device: Path, calibration: Calibration) -> None:
         self.device = device
         self.min_read_time = min_read_time(device)
         self.w1_slave = device / "w1_slave"
-        self.scale = scale
-        self.offset = offset
+        self.calibration = calibration
         self.missing = False
 
     def read(self) -> float:
@@ -61,7 +57,7 @@ class Ds18b20:
         if self.missing:
             self.missing = False
             log.info("w1_device %s is back", self.device)
-        return parse_w1_slave(text) * self.scale + self.offset
+        return self.calibration.apply(parse_w1_slave(text))
 
     def went_missing(self) -> None:
         """One log line when the device goes (or is not there at start), not one a round:
@@ -110,13 +106,13 @@ def min_read_time(device: Path) -> float:
     return conversion + BUS_MARGIN
 
 
-def settings_min_read_time(settings: Settings) -> float:
+def settings_min_read_time(settings: SensorSettings) -> float:
     return min_read_time(Path(settings.w1_device))
 
 
-def open_ds18b20(settings: Settings) -> Ds18b20:
+def open_ds18b20(settings: SensorSettings) -> Ds18b20:
     device = Path(settings.w1_device)
-    sensor = Ds18b20(device, settings.sensor_scale, settings.sensor_offset)
+    sensor = Ds18b20(device, Calibration.of(settings))
     if not device.is_dir():
         sensor.went_missing()
     elif not sensor.w1_slave.is_file():
@@ -125,7 +121,7 @@ def open_ds18b20(settings: Settings) -> Ds18b20:
     return sensor
 
 
-def missing_device(settings: Settings) -> str | None:
+def missing_device(settings: SensorSettings) -> str | None:
     """--check-config's warning: the node will start, but wait for this device."""
     device = Path(settings.w1_device)
     if device.is_dir():

@@ -1,4 +1,5 @@
-"""Real zk-sensor processes and a small HTTP receiver, for the integration tests.
+"""Real zk-sensor processes and a small HTTP receiver, for the integration tests (the
+collector's process is in collector.py).
 
 Daemons run as separate processes with the installed console script, get real
 signals, and are observed through their logs, ZooKeeper and what they deliver.
@@ -14,7 +15,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 
 def wait_for(
-    condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05
+    condition: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05
 ) -> T:
     """Poll until `condition()` is truthy; fail with `what` when the deadline passes."""
     deadline = time.monotonic() + timeout
@@ -191,58 +191,20 @@ class Receiver:
         return wait_for(enough, timeout, f"{count} deliveries")
 
 
+def run_ctl(hosts: str, namespace: str, *args: str,
+            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """zk-sensorctl on the fleet at `hosts` and `namespace`, its output captured."""
+    return subprocess.run([str(BIN / "zk-sensorctl"), "--zookeeper", hosts,
+                           "--namespace", namespace, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def ctl(fleet: Fleet, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / "zk-sensorctl"), "--zookeeper", fleet.hosts, "--namespace", fleet.namespace,
-         *args],
-        capture_output=True, text=True, timeout=30,
-    )
+    return run_ctl(fleet.hosts, fleet.namespace, *args, timeout=30)
 
 
 def status(fleet: Fleet) -> dict[str, Any]:
     result = ctl(fleet, "status", "--json")
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
-
-
-@dataclass
-class CollectorProcess:
-    """A real zk-collector on a free loopback port."""
-
-    db: Path
-    log_file: Path
-    token_file: Path | None = None
-    database: str = ""  # a PostgreSQL URI, used instead of the SQLite file `db`
-    process: subprocess.Popen[bytes] | None = None
-    port: int = 0
-
-    def start(self) -> CollectorProcess:
-        return self.start_on(0)
-
-    def start_on(self, port: int) -> CollectorProcess:
-        """Port 0 picks a free one; a fixed port brings a collector back where it was."""
-        command = [str(BIN / "zk-collector"), "--listen", f"127.0.0.1:{port}",
-                   *(["--database", self.database] if self.database else ["--db", str(self.db)])]
-        if self.token_file:
-            command += ["--token-file", str(self.token_file)]
-        with self.log_file.open("ab") as sink:
-            already = sink.tell()
-            self.process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT)
-        found = wait_for(
-            lambda: re.findall(r"serving on http://127\.0\.0\.1:(\d+)/",
-                               self.log_file.read_text()[already:]), 15, "zk-collector to listen")
-        self.port = int(found[-1])
-        return self
-
-    def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
-
-    def rounds(self) -> list[dict[str, Any]]:
-        with urllib.request.urlopen(self.url("/api/rounds?limit=1000"), timeout=10) as reply:
-            return json.loads(reply.read())["rounds"]
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
-        assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(15)
+    shown: dict[str, Any] = json.loads(result.stdout)
+    return shown

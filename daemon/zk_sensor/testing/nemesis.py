@@ -5,7 +5,7 @@ test_faults.py injects one fault per test and checks what follows it. Real outag
 that tidy: a reply gets lost while a leader is being replaced, a ZooKeeper server goes away
 just after a collector outage. Here one `random.Random(seed)` draws a schedule mixing every
 kind of fault, with random durations within the bounds below, and the daemons run through
-all of it. The daemons reach ZooKeeper only through one ZkProxy per server (zkproxy.py), so
+all of it. The daemons reach ZooKeeper only through one ZkProxy per server (proxy.py), so
 faults can be aimed at single requests in any node's conversation:
 
 - lost reply: the release transaction, a candidate create, a reading `set` or the outbox
@@ -67,11 +67,8 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
 
 from zk_sensor.fleet.layout import Layout
-from zk_sensor.testing.fleet import CollectorProcess, Daemon, Fleet, status, wait_for
-from zk_sensor.testing.proxy import Rule, ZkProxy
-from zk_sensor.testing.zookeeper import ZkEnsemble, ZkServer
-
-from test_faults import (
+from zk_sensor.testing.collector import CollectorProcess, fetch_rounds, restart_collector
+from zk_sensor.testing.faults import (
     BACKOFF_MAX_S,
     CATCH_UP_ROUNDS,
     HTTP_TIMEOUT_S,
@@ -79,11 +76,12 @@ from test_faults import (
     SIGSTOP_GAP_S,
     STEADY_ROUNDS,
     ZK_LEADER_GAP_S,
-    fetch_rounds,
-    restart_collector,
     wait_caught_up,
     wait_full_rounds,
 )
+from zk_sensor.testing.fleet import Daemon, Fleet, status, wait_for
+from zk_sensor.testing.proxy import Rule, ZkProxy
+from zk_sensor.testing.zookeeper import ZkEnsemble, ZkServer
 
 NAMESPACE = "/nemesis"
 NODE_COUNTS = (3, 4)
@@ -94,7 +92,7 @@ TAKING_OFFICE = re.compile(r"I am the leader now \(epoch (\d+)")
 LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 LOG_TIME_FORMAT = "%Y-%m-%d %H:%M:%S,%f"
 
-# --- the fleet's timing (tests/fleet.py starts every daemon with these)
+# --- the fleet's timing (fleet.py's Fleet starts every daemon with these)
 ZK_DEADLINE_S = 1.0  # --zk-deadline 1
 # kazoo's first reconnect after a dropped connection comes within 0.1-0.5 s.
 RECONNECT_S = 0.5
@@ -123,7 +121,7 @@ ZK_ROLES = ("leader", "follower")
 # A reply still armed when a leader changes may hit the new one: a reconnect, the call
 # running into its deadline, the failed loop step run again, and the first office backoff.
 LINGERING_FAULT_S = RECONNECT_S + ZK_DEADLINE_S + RETRY_AFTER_ERROR_S + OFFICE_BACKOFF_FIRST_S
-# The worst single fault (test_faults.py gives each bound's reasoning): a SIGKILLed leader
+# The worst single fault (faults.py gives each bound's reasoning): a SIGKILLed leader
 # or one paused past its session is noticed only when its session expires (session timeout,
 # then the next in line takes office and closes the open round within two periods); the
 # ZooKeeper server leading the ensemble stopped costs its quorum's election on top of that.
@@ -544,12 +542,13 @@ class Nemesis:
         delay) placed first on each proxy takes every release, so the cut cannot. A release
         fault armed while the guard stands waits behind it, until the clean-up is cut."""
         layout = self.rig.layout
-        op, path = {
+        targets: dict[str, tuple[str, str | re.Pattern[str]]] = {
             "release": ("multi", layout.barrier),
             "candidate create": ("create", under(layout.election)),
             "reading set": ("set", layout.reading(fault.node)),
             "outbox clean-up": ("multi", under(layout.outbox)),
-        }[fault.target]
+        }
+        op, path = targets[fault.target]
         guards = [proxy.delay_reply("multi", layout.barrier, GUARD_HOLD_S, times=-1)
                   for proxy in self.rig.proxies] if fault.target == "outbox clean-up" else []
         rules = [(server, proxy.cut_after(op, path, times=1))
@@ -588,7 +587,8 @@ class Nemesis:
         published last, which its log may not show if it died between the two."""
         zk, path = self.rig.zk, self.rig.layout.reading(node)
         with contextlib.suppress(NoNodeError):
-            return zk.retry(zk.get, path)[0].decode(errors="replace")
+            data: bytes = zk.retry(zk.get, path)[0]
+            return data.decode(errors="replace")
         return "none"
 
     def pause_leader(self, fault: Fault) -> None:
@@ -627,7 +627,7 @@ class Nemesis:
         the servers (the client retries through a server restart)."""
         stat = self.rig.zk.retry(self.rig.zk.exists, self.rig.layout.barrier)
         assert stat is not None, f"{self.rig.layout.barrier} is gone"
-        return stat.version
+        return int(stat.version)
 
     def settle(self) -> None:
         """Wait until every server serves, every process the nemesis did not stop runs,

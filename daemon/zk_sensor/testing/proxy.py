@@ -1,6 +1,6 @@
 """A ZooKeeper-aware TCP proxy that injects faults inside a client's conversation.
 
-Stopping, killing or pausing a server (zkharness) covers the coarse faults: a
+Stopping, killing or pausing a server (zookeeper.py) covers the coarse faults: a
 server gone, a session expired.  The failures that break coordination code are
 finer and hit one request/reply exchange:
 
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Literal
 
-from zk_sensor.testing.zookeeper import LOOPBACK, free_ports
+from zk_sensor.testing.ports import LOOPBACK, free_ports
 
 log = logging.getLogger("zkproxy")
 
@@ -101,10 +101,12 @@ class _Reader:
         return chunk
 
     def int32(self) -> int:
-        return _INT.unpack(self._take(_INT.size))[0]
+        value: int = _INT.unpack(self._take(_INT.size))[0]
+        return value
 
     def int64(self) -> int:
-        return _LONG.unpack(self._take(_LONG.size))[0]
+        value: int = _LONG.unpack(self._take(_LONG.size))[0]
+        return value
 
     def boolean(self) -> bool:
         return self._take(1) != b"\x00"
@@ -144,7 +146,7 @@ def _skip_set_data(reader: _Reader) -> None:
 
 # What follows the path in each sub-op record of a multi/multiRead
 # (MultiOperationRecord.deserialize): needed to find the next MultiHeader.
-_SUBOP_REST: dict[int, Callable[[_Reader], None]] = {
+_SUBOP_REST: dict[int, Callable[[_Reader], object]] = {
     1: _skip_create,
     15: _skip_create,
     19: _skip_create,
@@ -537,7 +539,7 @@ class ZkProxy:
 
     @staticmethod
     def _bind() -> socket.socket:
-        """A listening socket on a port from zkharness.free_ports.
+        """A listening socket on a port from ports.free_ports.
 
         Taking the port from the harness, not from bind(0), keeps it out of
         the set reserved for ZooKeeper servers, which may restart on theirs.

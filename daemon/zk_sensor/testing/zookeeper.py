@@ -31,7 +31,8 @@ from pathlib import Path
 
 from kazoo.client import KazooClient
 
-LOOPBACK = "127.0.0.1"
+from zk_sensor.testing.ports import LOOPBACK, free_ports
+
 JAVA_DIR = Path("/usr/share/java")
 # Explicit jars: see the module docstring for why not "/usr/share/java/*".
 # zookeeper.jar's manifest Class-Path brings in netty, jute, jetty, slf4j-api... but not
@@ -63,39 +64,9 @@ STOP_GRACE_S = 10.0
 FOUR_LETTER_TIMEOUT_S = 2.0
 POLL_INTERVAL_S = 0.1
 
-# Ports handed out by this process, so two servers never get the same one even
-# though each probe socket is closed before the JVM binds the port.
-_handed_out_ports: set[int] = set()
-_ports_lock = threading.Lock()
 # Servers whose JVM we started and have not yet stopped: killed at interpreter
 # exit so an aborted test run does not leave JVMs behind.
 _live_servers: set[ZkServer] = set()
-
-
-def free_ports(count: int) -> list[int]:
-    """Return `count` distinct free TCP ports on 127.0.0.1.
-
-    The kernel picks each port (bind to port 0).  All probe sockets stay open
-    until every port is chosen, so one call never returns duplicates, and a
-    process-wide record keeps later calls from reusing a port already given to
-    another server (e.g. a stopped one that will be restarted on it).
-    """
-    probes: list[socket.socket] = []
-    ports: list[int] = []
-    try:
-        with _ports_lock:
-            while len(ports) < count:
-                probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                probes.append(probe)
-                probe.bind((LOOPBACK, 0))
-                port = probe.getsockname()[1]
-                if port not in _handed_out_ports:
-                    _handed_out_ports.add(port)
-                    ports.append(port)
-    finally:
-        for probe in probes:
-            probe.close()
-    return ports
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -144,14 +115,18 @@ class ZkServer:
         peers: Mapping[int, tuple[int, int]] | None = None,
         extra_config: Iterable[str] = (),
         jvm_options: Iterable[str] = (),
+        tick_ms: int | None = None,
     ) -> None:
         """`peers` maps each quorum member's myid to (peer port, election port).
 
         Without `peers` the server runs standalone. `extra_config` lines are appended to
         zoo.cfg (e.g. a secure client port, see `tls_config`); `jvm_options` to the JVM's
         command line (settings ZooKeeper reads only as system properties, e.g.
-        `-Dzookeeper.DigestAuthenticationProvider.superDigest=...`).
+        `-Dzookeeper.DigestAuthenticationProvider.superDigest=...`). With `tick_ms` the
+        server is one as installed with that tickTime: it grants sessions of 2 to 20
+        ticks, ZooKeeper's own limits, instead of the 1-60 s the tests otherwise get.
         """
+        self.tick_ms = tick_ms
         self.extra_config = list(extra_config)
         self.jvm_options = list(jvm_options)
         self.myid = myid
@@ -178,7 +153,7 @@ class ZkServer:
         """Write zoo.cfg, log4j.properties and (for a quorum) myid."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = [
-            f"tickTime={TICK_MS}",
+            f"tickTime={self.tick_ms or TICK_MS}",
             # In ticks: 10 s to sync with a leader, 5 s of silence before a
             # follower drops it; generous enough for a loaded 2-core box.
             "initLimit=20",
@@ -188,12 +163,12 @@ class ZkServer:
             f"clientPortAddress={LOOPBACK}",
             # Tests open many sessions from the same address.
             "maxClientCnxns=0",
-            # Lets tests ask for a short (e.g. 4 s) session timeout.
-            "minSessionTimeout=1000",
-            "maxSessionTimeout=60000",
             "admin.enableServer=false",
             "4lw.commands.whitelist=srvr,ruok,mntr,stat",
         ]
+        if self.tick_ms is None:
+            # Lets tests ask for a short (e.g. 4 s) session timeout.
+            config += ["minSessionTimeout=1000", "maxSessionTimeout=60000"]
         config += self.extra_config
         for peer_id, (peer_port, election_port) in sorted(self.peers.items()):
             config.append(f"server.{peer_id}={LOOPBACK}:{peer_port}:{election_port}")
@@ -380,11 +355,13 @@ class ZkEnsemble:
         n: int = 3,
         extra_config: Callable[[int], Iterable[str]] = lambda _myid: (),
         jvm_options: Callable[[int], Iterable[str]] = lambda _myid: (),
+        tick_ms: int | None = None,
     ) -> None:
         """Allocate ports and write each server's files under `base_dir`/zk<myid>.
 
         For a quorum, `extra_config(myid)` and `jvm_options(myid)` give each member its own
-        zoo.cfg lines and JVM options (quorum TLS and SASL: test_adversary_quorum.py).
+        zoo.cfg lines and JVM options (quorum TLS and SASL: test_adversary_quorum.py);
+        `tick_ms` is every server's tickTime (see ZkServer).
         """
         if n < 1:
             raise ValueError(f"an ensemble needs at least one server, got {n}")
@@ -393,7 +370,8 @@ class ZkEnsemble:
         if n == 1:
             (client_port,) = free_ports(1)
             self.servers = [ZkServer(1, base_dir / "zk1", client_port,
-                                     extra_config=extra_config(1), jvm_options=jvm_options(1))]
+                                     extra_config=extra_config(1), jvm_options=jvm_options(1),
+                                     tick_ms=tick_ms)]
             return
         ports = free_ports(3 * n)
         client_ports = ports[:n]
@@ -403,7 +381,8 @@ class ZkEnsemble:
         }
         self.servers = [
             ZkServer(myid, base_dir / f"zk{myid}", client_ports[myid - 1], peers,
-                     extra_config=extra_config(myid), jvm_options=jvm_options(myid))
+                     extra_config=extra_config(myid), jvm_options=jvm_options(myid),
+                     tick_ms=tick_ms)
             for myid in range(1, n + 1)
         ]
 
@@ -517,4 +496,4 @@ def _kill_leftover_servers() -> None:
             server.kill()
 
 
-__all__ = ["MakeZk", "ZkEnsemble", "ZkServer", "free_ports", "tail"]
+__all__ = ["LOOPBACK", "MakeZk", "ZkEnsemble", "ZkServer", "tail"]

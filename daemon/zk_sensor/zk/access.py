@@ -7,7 +7,6 @@ can read is refused at start instead of being used. The password never reaches a
 line, a log line or a repr.
 """
 
-import argparse
 import base64
 import hashlib
 from dataclasses import dataclass, field
@@ -23,6 +22,8 @@ USER_PATTERN_FORBIDDEN = frozenset(":\r\n\t ")
 
 @dataclass(frozen=True)
 class Credentials:
+    """A digest identity. The password never reaches a repr, a log line or a command
+    line."""
     user: str
     password: str = field(repr=False)
 
@@ -87,14 +88,3 @@ def zk_access(auth_file: str, ca_file: str, cert_file: str, key_file: str) -> Zk
         check_private(Path(key_file), "zk_key_file")
     return ZkAccess(credentials, ca_file, cert_file, key_file)
 
-
-def add_access_arguments(parser: argparse.ArgumentParser) -> None:
-    """The same flags for zk-sensor and zk-sensorctl: operators' scripts use these names."""
-    parser.add_argument("--zk-auth-file", dest="zk_auth_file",
-                        help="file holding one line user:password for ZooKeeper (mode 0600)")
-    parser.add_argument("--zk-ca-file", dest="zk_ca_file",
-                        help="CA certificate (PEM): turns on TLS to ZooKeeper")
-    parser.add_argument("--zk-cert-file", dest="zk_cert_file",
-                        help="TLS client certificate (PEM)")
-    parser.add_argument("--zk-key-file", dest="zk_key_file",
-                        help="the key of --zk-cert-file (PEM, mode 0600)")

@@ -12,22 +12,11 @@ deadlines past the watchdog.
 import builtins
 import time
 from collections import namedtuple
-from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 from kazoo.client import KazooClient, TransactionRequest
-from kazoo.exceptions import (
-    EXCEPTIONS,
-    AuthFailedError,
-    KazooException,
-    NoAuthError,
-    NodeExistsError,
-    NoNodeError,
-    RolledBackError,
-    RuntimeInconsistency,
-)
-from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.exceptions import EXCEPTIONS, NoAuthError, NodeExistsError, NoNodeError
 from kazoo.protocol.serialization import (
     Connect,
     GetData,
@@ -38,9 +27,15 @@ from kazoo.protocol.serialization import (
     stat_struct,
 )
 from kazoo.protocol.states import ZnodeStat
+from kazoo.recipe.watchers import DataWatch
+from kazoo.retry import KazooRetry
 from kazoo.security import ACL
 
-ZK_ERRORS: tuple[type[Exception], ...] = (KazooException, KazooTimeoutError)
+from zk_sensor.zk.access import ZkAccess
+from zk_sensor.zk.errors import REFUSALS, AccessRefused, StepBudgetSpent
+from zk_sensor.zk.handler import FleetCaHandler
+from zk_sensor.zk.interface import ConnectionState, Transaction, Watcher
+
 # Paths per multiRead request: about 50 KB asked, 200 KB answered for readings, far below
 # the server's 1 MB packet limit (jute.maxbuffer), while 5,000 devices still take 5 requests.
 MULTI_READ_BATCH = 1000
@@ -84,33 +79,6 @@ class MultiRead(namedtuple("MultiRead", "paths")):
         return results
 
 
-def first_failure(results: list[Any]) -> Exception | None:
-    """The operation that made a transaction fail; the others only report the rollback."""
-    failures = [item for item in results if isinstance(item, Exception)]
-    causes = [item for item in failures
-              if not isinstance(item, RolledBackError | RuntimeInconsistency)]
-    if causes:
-        return causes[0]
-    return failures[0] if failures else None
-
-
-class StepBudgetSpent(KazooTimeoutError):
-    """Raised before sending: the call was never made."""
-
-
-class AccessRefused(Exception):
-    """ZooKeeper refused this identity (NoAuth, or its credentials). Deliberately not a
-    KazooException: every handler of failed or unknown outcomes catches those, and a
-    refusal is neither: retrying cannot help, an operator must fix credentials or ACLs."""
-
-    def __init__(self, cause: Exception) -> None:
-        super().__init__(type(cause).__name__)
-        self.cause = cause
-
-
-REFUSALS = (NoAuthError, AuthFailedError)
-
-
 def wait(result: Any, timeout: float) -> Any:
     """The answer of an asynchronous call, a refusal turned into AccessRefused."""
     try:
@@ -119,15 +87,63 @@ def wait(result: Any, timeout: float) -> Any:
         raise AccessRefused(error) from error
 
 
-@dataclass
-class Zk:
-    client: KazooClient
-    deadline: float
-    step_ends: float | None = None
-    negotiated: float | None = None
+def new_client(hosts: str, session_timeout: float, access: ZkAccess,
+               handler: FleetCaHandler | None = None, retry_deadline: float | None = None,
+               ) -> KazooClient:
+    """A client that reconnects for ever (backing off to 2 s) and, with `retry_deadline`,
+    retries a call cut by a lost connection within that deadline, as kazoo's retry does."""
+    retry = {} if retry_deadline is None else {
+        "connection_retry": KazooRetry(max_tries=-1, delay=0.1, max_delay=2.0),
+        "command_retry": KazooRetry(max_tries=3, deadline=retry_deadline)}
+    return KazooClient(hosts=hosts, timeout=session_timeout, **retry,
+                       **access.client_options(handler))
 
-    def __post_init__(self) -> None:
+
+class KazooZk:
+    """`interface.Zk` on a real ensemble, through kazoo's asynchronous API; also the
+    session's life (start, state listener, stop) for the process that owns it."""
+
+    def __init__(self, client: KazooClient, deadline: float) -> None:
+        self.client = client
+        self.deadline = deadline
+        self.step_ends: float | None = None
+        self.negotiated: float | None = None
         self._record_negotiated_timeout()
+
+    # The session.
+
+    def start(self, timeout: float) -> None:
+        self.client.start(timeout=timeout)
+
+    def start_in_background(self) -> None:
+        """Connect without waiting: calls made before the session is up fail at once."""
+        self.client.start_async()
+
+    def close(self) -> None:
+        self.client.stop()
+        self.client.close()
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.client.connected)
+
+    @property
+    def session_id(self) -> int | None:
+        client_id = self.client.client_id
+        return int(client_id[0]) if client_id else None
+
+    def on_state(self, callback: Callable[[ConnectionState], None]) -> None:
+        """`callback` runs on kazoo's connection thread: it must only record and wake."""
+        self.client.add_listener(lambda state: callback(ConnectionState(state)))
+
+    def set_default_acl(self, acl: list[ACL] | None) -> None:
+        """What a create without an ACL of its own gets (None: kazoo's open default)."""
+        self.client.default_acl = acl
+
+    def watch_data(self, path: str, callback: Callable[[bytes | None], None]) -> DataWatch:
+        """kazoo's DataWatch: it runs `callback` on kazoo's callback thread (the callback
+        must only hand the bytes over)."""
+        return DataWatch(self.client, path, lambda data, _stat: callback(data))
 
     def _record_negotiated_timeout(self) -> None:
         """kazoo uses the session timeout the server granted but does not keep it, and the
@@ -157,13 +173,16 @@ class Zk:
             raise StepBudgetSpent("this loop step's time for ZooKeeper is spent")
         return min(self.deadline, left)
 
-    def get(self, path: str, watch: Any = None) -> tuple[bytes, ZnodeStat]:
-        timeout = self.timeout()
-        return wait(self.client.get_async(path, watch=watch), timeout)
+    # The calls (interface.Zk).
 
-    def children(self, path: str, watch: Any = None) -> list[str]:
+    def get(self, path: str, watch: Watcher | None = None) -> tuple[bytes, ZnodeStat]:
         timeout = self.timeout()
-        return wait(self.client.get_children_async(path, watch=watch), timeout)
+        return cast(tuple[bytes, ZnodeStat],
+                    wait(self.client.get_async(path, watch=watch), timeout))
+
+    def children(self, path: str, watch: Watcher | None = None) -> list[str]:
+        timeout = self.timeout()
+        return cast(list[str], wait(self.client.get_children_async(path, watch=watch), timeout))
 
     def children_or_none(self, path: str) -> list[str]:
         """Children of a folder that may not exist yet (a fleet that never started)."""
@@ -172,9 +191,10 @@ class Zk:
         except NoNodeError:
             return []
 
-    def exists(self, path: str, watch: Any = None) -> ZnodeStat | None:
+    def exists(self, path: str, watch: Watcher | None = None) -> ZnodeStat | None:
         timeout = self.timeout()
-        return wait(self.client.exists_async(path, watch=watch), timeout)
+        return cast(ZnodeStat | None,
+                    wait(self.client.exists_async(path, watch=watch), timeout))
 
     def synced_exists(self, path: str) -> ZnodeStat | None:
         """`exists` as the quorum stands: the server this session talks to may be a
@@ -185,16 +205,16 @@ class Zk:
         synced = self.client.sync_async(path)
         answer = self.client.exists_async(path)
         wait(synced, timeout)
-        return wait(answer, timeout)
+        return cast(ZnodeStat | None, wait(answer, timeout))
 
     def create(
         self, path: str, value: bytes = b"", *, ephemeral: bool = False, sequence: bool = False,
         acl: list[ACL] | None = None,
     ) -> str:
         timeout = self.timeout()
-        return wait(self.client.create_async(
+        return cast(str, wait(self.client.create_async(
             path, value, acl=acl, ephemeral=ephemeral, sequence=sequence
-        ), timeout)
+        ), timeout))
 
     def create_if_missing(self, path: str, value: bytes = b"") -> bool:
         """A read first: a create that fails on an existing znode still costs the quorum a
@@ -213,7 +233,8 @@ class Zk:
 
     def set(self, path: str, value: bytes, version: int = -1) -> ZnodeStat:
         timeout = self.timeout()
-        return wait(self.client.set_async(path, value, version=version), timeout)
+        return cast(ZnodeStat,
+                    wait(self.client.set_async(path, value, version=version), timeout))
 
     def delete(self, path: str, version: int = -1) -> None:
         timeout = self.timeout()
@@ -221,15 +242,19 @@ class Zk:
 
     def get_acls(self, path: str) -> tuple[list[ACL], ZnodeStat]:
         timeout = self.timeout()
-        return wait(self.client.get_acls_async(path), timeout)
+        return cast(tuple[list[ACL], ZnodeStat], wait(self.client.get_acls_async(path), timeout))
 
     def set_acls(self, path: str, acls: list[ACL]) -> ZnodeStat:
         timeout = self.timeout()
-        return wait(self.client.set_acls_async(path, acls), timeout)
+        return cast(ZnodeStat, wait(self.client.set_acls_async(path, acls), timeout))
 
-    def commit(self, transaction: TransactionRequest) -> list[Any]:
+    def transaction(self) -> TransactionRequest:
+        return self.client.transaction()
+
+    def commit(self, transaction: Transaction) -> list[Any]:
+        assert isinstance(transaction, TransactionRequest), "a transaction of this client"
         timeout = self.timeout()
-        results = wait(transaction.commit_async(), timeout)
+        results: list[Any] = wait(transaction.commit_async(), timeout)
         refusal = next((item for item in results if isinstance(item, REFUSALS)), None)
         if refusal is not None:
             raise AccessRefused(refusal)
@@ -262,6 +287,15 @@ class Zk:
                 else:
                     results[path] = answer
         return results
+
+    def synced_get_many(self, paths: list[str]) -> dict[str, tuple[bytes, ZnodeStat] | None]:
+        """`get_many` as the quorum stands (see synced_exists): the sync goes first, the
+        reads right behind it on the same session, so they are answered after it."""
+        timeout = self.timeout()
+        synced = self.client.sync_async(paths[0])
+        found = self.get_many(paths)
+        wait(synced, timeout)
+        return found
 
     def _multi_read(self, paths: list[str]) -> Any:
         chroot = self.client.chroot or ""

@@ -43,8 +43,9 @@ class FleetCaHandler(SequentialThreadingHandler):
                           verify_certs: bool = True, check_hostname: bool = False,
                           **options: Any) -> socket.socket:
         if not use_ssl:
-            return super().create_connection(address, hostname=hostname, timeout=timeout,
-                                             **options)
+            plain: socket.socket = super().create_connection(
+                address, hostname=hostname, timeout=timeout, **options)
+            return plain
         if not ca or not verify_certs:
             raise ssl.SSLError("TLS to ZooKeeper needs a CA file and verified certificates")
         context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca)
@@ -79,7 +80,7 @@ class PollingHandler(FleetCaHandler):
     def run_inline(self, *callbacks: Callable[..., Any]) -> None:
         self.inline.update(callbacks)
 
-    def select(self, *args: Any, **kwargs: Any) -> tuple[list, list, list]:
+    def select(self, *args: Any, **kwargs: Any) -> tuple[list[Any], list[Any], list[Any]]:
         return poll_select(*args, **kwargs)
 
     def dispatch_callback(self, callback: Any) -> None:
@@ -89,8 +90,8 @@ class PollingHandler(FleetCaHandler):
             super().dispatch_callback(callback)
 
 
-def poll_select(rlist: list, wlist: list, _xlist: list,
-                timeout: float | None = None) -> tuple[list, list, list]:
+def poll_select(rlist: list[Any], wlist: list[Any], _xlist: list[Any],
+                timeout: float | None = None) -> tuple[list[Any], list[Any], list[Any]]:
     """select(2)'s contract: the objects of `rlist` that are readable and of `wlist` that
     are writable, within `timeout` seconds (None: no limit). A closed descriptor is an
     OSError, which kazoo takes for a dropped connection."""
@@ -105,7 +106,7 @@ def poll_select(rlist: list, wlist: list, _xlist: list,
     return ready_lists(rlist, wlist, ready)
 
 
-def wanted_events(rlist: list, wlist: list) -> dict[int, int]:
+def wanted_events(rlist: list[Any], wlist: list[Any]) -> dict[int, int]:
     """poll(2)'s event mask per descriptor."""
     masks: dict[int, int] = {}
     for objects, mask in ((rlist, select.POLLIN), (wlist, select.POLLOUT)):
@@ -115,10 +116,11 @@ def wanted_events(rlist: list, wlist: list) -> dict[int, int]:
     return masks
 
 
-def ready_lists(rlist: list, wlist: list, ready: dict[int, int]) -> tuple[list, list, list]:
+def ready_lists(rlist: list[Any], wlist: list[Any], ready: dict[int, int],
+                ) -> tuple[list[Any], list[Any], list[Any]]:
     """poll(2)'s answer as select(2)'s: a hang-up or an error counts as readable, so the
     reader finds it."""
-    def chosen(items: list, wanted: int) -> list:
+    def chosen(items: list[Any], wanted: int) -> list[Any]:
         return [item for item in items if ready.get(descriptor(item), 0) & wanted]
 
     return chosen(rlist, READABLE), chosen(wlist, WRITABLE), []

@@ -1,13 +1,13 @@
-"""The page's inline script (page.py): the pickers, the chart with its time axis, the
-table of newest rounds.
+// The page's script: the pickers, the chart with its time axis, the table of newest
+// rounds. page.py inlines it into page.html, whose script element first sets TABLE_ROUNDS,
+// REFRESH_MS and DEFAULT_RANGE (and "use strict").
+//
+// The chart places each point at its bucket's time within the range, so a fleet that was
+// silent leaves a gap in time rather than a kink in the line. The time axis is labelled in
+// the reader's local time, with ticks on round local times: every 10 minutes for an hour,
+// 3 hours for a day, each day of a week, each week of a month, each month of a year (a date
+// wherever the day changes, the year in January).
 
-The chart places each point at its bucket's time within the range, so a fleet that was
-silent leaves a gap in time rather than a kink in the line. The time axis is labelled in
-the reader's local time, with ticks on round local times: every 10 minutes for an hour,
-3 hours for a day, each day of a week, each week of a month, each month of a year (a date
-wherever the day changes, the year in January)."""
-
-SCRIPT = r"""
 const SVG = "http://www.w3.org/2000/svg";
 const MINUTE = 60, HOUR = 3600, DAY = 86400;
 // Tick spacings for ranges under two months: the first giving at most 8 ticks is used.
@@ -243,4 +243,3 @@ for (const picker of [fleetPicker, rangePicker]) {
 }
 refresh();
 setInterval(refresh, REFRESH_MS);
-"""
