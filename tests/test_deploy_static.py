@@ -16,13 +16,8 @@ from types import ModuleType
 import pytest
 import yaml
 
+from zk_sensor.testing.deploy import FLEET_PKI, INVENTORY, REPO, ROLES, render, run
 from zk_sensor.testing.fleet import BIN
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def run(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
 def test_ansible_lint_production_profile_is_clean() -> None:
@@ -61,8 +56,6 @@ def test_vagrantfile_validates() -> None:
 
 # ---------------------------------------------------------------- TLS and credentials
 
-ROLES = REPO / "ansible" / "roles"
-FLEET_PKI = ROLES / "zk_pki" / "files" / "fleet_pki.py"
 # Files that hold a private key or a password once deployed.
 SECRET_DEST = ("key.pem", "keystore.pem", ".auth", ".key", "token", "pgpass", "jaas.conf",
                "secrets.args")
@@ -283,7 +276,6 @@ def test_lab_refuses_what_it_cannot_emulate(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- shared PostgreSQL (issue 12)
 
-INVENTORY = REPO / "ansible/inventory/hosts.yml"
 ZK_COLLECTOR = ROLES / "zk_collector"
 ZK_POSTGRES = ROLES / "zk_postgres"
 DATABASE_URI = ("postgresql://zk_collector@10.231.0.35:5432/zk_collector"
@@ -304,17 +296,6 @@ def test_every_collector_gets_the_collector_play() -> None:
     assert hosts["Collector"] == ["collector1", "collector2"], hosts
     assert hosts["Collectors' database (PostgreSQL)"] == ["db"], hosts
     assert hosts["Operator's seat and the fleet's ZooKeeper ACLs"] == ["collector1"], hosts
-
-
-def render(tmp_path: Path, inventory: Path, plays: list[dict]) -> None:
-    """Run plays rendering templates and variables into tmp_path, on the controller."""
-    for play in plays:
-        play.update({"connection": "local", "gather_facts": False,
-                     "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}})
-    playbook = tmp_path / "render.yml"
-    playbook.write_text(json.dumps(plays))
-    result = run(str(BIN / "ansible-playbook"), "-i", str(inventory), str(playbook))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
 def render_template(role: Path, template: str, dest: Path, **task_vars: object) -> dict:
@@ -392,8 +373,9 @@ def test_postgres_admits_the_collectors_only_and_listens_on_its_address(
     assert lines("conf-plain") == lines("conf-secure")[:3]
 
 
-def test_sensors_deliver_to_the_collectors_one_address(tmp_path: Path) -> None:
-    """The first collector's address by default; a load balancer's when set."""
+def test_sensors_deliver_to_every_collector_or_one_address(tmp_path: Path) -> None:
+    """Every collector's address, in inventory order, by default (the node fails over from
+    one to the next); a load balancer's alone when set."""
     render(tmp_path, INVENTORY, [{
         "hosts": "sensor1", "vars_files": [str(ZK_SENSOR / "defaults/main.yml")],
         "tasks": [{"name": name, "vars": task_vars, "ansible.builtin.copy": {
@@ -401,7 +383,8 @@ def test_sensors_deliver_to_the_collectors_one_address(tmp_path: Path) -> None:
             for name, task_vars in (
                 ("default", {}),
                 ("balanced", {"zk_sensor_collector_address": "collectors.example.org"}))]}])
-    assert (tmp_path / "default").read_text() == "https://10.231.0.30:8080/api/rounds"
+    assert (tmp_path / "default").read_text() == \
+        "https://10.231.0.30:8080/api/rounds,https://10.231.0.31:8080/api/rounds"
     assert (tmp_path / "balanced").read_text() == \
         "https://collectors.example.org:8080/api/rounds"
 

@@ -5,7 +5,7 @@ over the local socket, peer authentication: the cluster's superuser), with this 
 python3's program on stdin, so nothing is installed on the node:
 
     python3 - --user zk_collector --database zk_collector --port 5432 \\
-        --passfile /etc/postgresql/15/main/zk-sensor/database.pgpass
+        --passfile /etc/postgresql/<version>/main/zk-sensor/database.pgpass
 
 Makes, where missing, the role (LOGIN) and the database, owned by the role (the collector
 creates its own tables in it); gives the role back LOGIN or the database back to the role
