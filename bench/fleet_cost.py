@@ -273,7 +273,7 @@ def leader_alone(bench: Bench, devices: int, period: float) -> Row:
     writer = KazooClient(hosts=bench.ensemble.hosts)
     writer.start(timeout=15)
     try:
-        payload = encode_reading(80.0, time.time(), -1, 1)
+        payload = encode_reading(80.0, time.time(), 0, 1)
         for future in [writer.create_async(f"{namespace}/readings/still{number:05d}", payload,
                                            ephemeral=True) for number in range(1, devices)]:
             future.get(timeout=30)
