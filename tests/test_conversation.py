@@ -263,7 +263,7 @@ def test_a_dropped_release_notification_costs_a_device_rounds_not_its_place(
         proxy: ZkProxy, fleet_with_collector: Fleet, collector: CollectorProcess,
         tmp_path: Path) -> None:
     """The device that missed a release watches nothing until it re-reads the barrier on
-    its own, after `stalled_after` without a release (daemon.Node.stalled_after)."""
+    its own, after `stalled_after` without a release (node/barrier_watch.py)."""
     fleet_with_collector.start_ready("1")
     fleet_with_collector.daemons["1"].wait_log(r"I am the leader now")
     behind = Fleet(proxy.address, fleet_with_collector.namespace, tmp_path / "proxied",

@@ -75,7 +75,8 @@ class MemNode:
         return self.election.register()
 
     def evaluate(self) -> bool:
-        """The daemon's evaluate_leadership, without its back-off wait: True in office."""
+        """What the daemon's Candidacy.evaluate does, without its back-off wait: True in
+        office."""
         if not self.election.evaluate():
             self.leader.step_down("no longer first in line")
             return False
