@@ -1,12 +1,15 @@
 """Deployment on real systemd machines: the lab (systemd-nspawn on a private bridge) gets
 the real site.yml over SSH, then we check what an operator would check. The playbook's
 defaults are the secure ones: ZooKeeper over TLS only (quorum included) with the CA the
-playbook made on the controller, and digest ACLs on the fleet's znodes. One sensor is an
-arm64 machine (a Raspberry Pi's architecture) under qemu-user: it gets the same playbook
-and is one of the fleet in every check of every sensor. Two collectors share one PostgreSQL
-machine (the `collector_database` group): the fleet delivers to the first, and the second
-serves the same rounds. One machine, `attacker` (group `lab_attacker`), gets nothing from
-the playbook: the fleet is attacked from it (tests/lab_attack.py)."""
+playbook made on the controller, and digest ACLs on the fleet's znodes. The fleet is mixed:
+machines run Debian 12 "bookworm" or 13 "trixie" as the inventory's `os` says (a ZooKeeper
+server and a sensor on trixie), all from the same site.yml. One sensor is an arm64
+machine (a Raspberry Pi's architecture) under qemu-user: it gets the same playbook and is
+one of the fleet in every check of every sensor. Two collectors share one PostgreSQL
+machine (the `collector_database` group): every sensor's api_url lists both, the leader
+delivers to the one that answered last and moves to the other when that one fails, and
+either serves every round. One machine, `attacker` (group `lab_attacker`), gets nothing
+from the playbook: the fleet is attacked from it (tests/lab_attack.py)."""
 
 import json
 import os
@@ -110,7 +113,9 @@ class Provisioned:
     @property
     def collector(self) -> str:
         """HTTPS, with a certificate of the fleet's CA (trusted by urllib: see `lab`): the
-        first collector, where the sensors deliver (zk_sensor_collector_address)."""
+        first collector, where the tests read the rounds. The sensors deliver to whichever
+        collector of their api_url answered last (both are on the one database, so either
+        lists every round): see `collector_in_use`."""
         return self.collectors[0]
 
     @property
@@ -297,6 +302,82 @@ def test_zookeepers_own_metrics_are_served_for_prometheus(lab: Provisioned) -> N
         assert f'zookeeper_up{{server="{address}:{SECURE_PORT}"}} 1.0' in text
     states = re.findall(r'zookeeper_server_state\{server="[^"]+",state="(\w+)"\} 1\.0', text)
     assert sorted(states) == ["follower", "follower", "leader"]
+
+
+# ---------------------------------------------------------------- two releases (issue 20)
+# The inventory's `os` on every machine, and what differs between the releases
+# (roles/zk_platform's table): ZooKeeper 3.8 and 3.9 in one ensemble, Python 3.11 and
+# 3.13 in the nodes' venvs, each venv's wheelhouse consistent for its Python.
+
+PLATFORM_VARS = REPO / "ansible" / "roles" / "zk_platform" / "vars" / "main.yml"
+
+
+def release_rows() -> dict[str, dict[str, str]]:
+    """zk_platform's row of each release (ZooKeeper, JRE, Python...), by codename."""
+    table = yaml.safe_load(PLATFORM_VARS.read_text())["zk_platform_releases"]
+    return {row["codename"]: row for row in table.values()}
+
+
+def test_every_machine_runs_the_release_the_inventory_says(lab: Provisioned) -> None:
+    """Each machine booted its `os`'s root (bookworm unless the inventory says trixie), and
+    the fleet is mixed: ZooKeeper servers and sensors on both releases, a trixie amd64
+    sensor among them."""
+    hosts = lab.lab.hosts
+    for name, host in hosts.items():
+        shown = lab.lab.ssh(name, ". /etc/os-release && echo $VERSION_CODENAME").stdout
+        assert shown.strip() == host.os, (name, shown, host.os)
+
+    def releases(group: str) -> set[str]:
+        return {hosts[name].os for name in lab.lab.groups[group]}
+
+    assert releases("zookeeper") == releases("sensors") == {"bookworm", "trixie"}
+    assert [n for n in lab.lab.groups["sensors"]
+            if hosts[n].os == "trixie" and not hosts[n].foreign], "no trixie amd64 sensor"
+
+
+def test_each_zookeeper_server_runs_its_releases_zookeeper_in_one_ensemble(
+        lab: Provisioned) -> None:
+    """Debian's ZooKeeper of the server's release (3.8 on bookworm, 3.9 on trixie) on the
+    release's JRE, and the three form one ensemble: one leader, whose followers (on either
+    release) are both in sync with it."""
+    rows = release_rows()
+    modes = {}
+    for name in lab.lab.groups["zookeeper"]:
+        host = lab.lab.hosts[name]
+        row = rows[host.os]
+        reply = four_letter_word(host.address, "srvr", tls_context())
+        version = re.search(r"^Zookeeper version: (\d+\.\d+)\.", reply, re.MULTILINE)
+        assert version and version.group(1) == row["zookeeper"], (name, host.os, reply)
+        jre = lab.lab.ssh(name, "dpkg-query", "--show", "--showformat=${db:Status-Status}",
+                          row["jre"], check=False).stdout
+        assert jre == "installed", (name, row["jre"], jre)
+        mode = re.search(r"^Mode: (\w+)", reply, re.MULTILINE)
+        assert mode, (name, reply)
+        modes[name] = mode.group(1)
+        print(f"RELEASE {name}: {host.os}, ZooKeeper {version.group(1)}, {row['jre']}, "
+              f"{modes[name]}")
+    assert sorted(modes.values()) == ["follower", "follower", "leader"], modes
+    leader = next(name for name, mode in modes.items() if mode == "leader")
+    mntr = four_letter_word(lab.lab.hosts[leader].address, "mntr", tls_context())
+    synced = re.search(r"^zk_synced_followers\s+(\d+)", mntr, re.MULTILINE)
+    assert synced and int(synced.group(1)) == len(modes) - 1, mntr
+
+
+def test_each_venv_runs_its_releases_python_and_pip_check_is_clean(lab: Provisioned) -> None:
+    """The wheelhouse was resolved for each node's own Python (3.11 on bookworm, 3.13 on
+    trixie, the arm64 one's too), and `pip check` finds nothing broken in any venv."""
+    rows = release_rows()
+    for name in dict.fromkeys([*lab.lab.groups["sensors"], *lab.lab.groups["collector"]]):
+        host = lab.lab.hosts[name]
+        shown = lab.lab.ssh(name, f"{VENV}/bin/python", "-c",
+                            "import sys; print('%d.%d' % sys.version_info[:2])").stdout
+        assert shown.strip() == rows[host.os]["python"], (name, host.os, shown)
+        check = lab.lab.ssh(name, f"{VENV}/bin/pip", "--disable-pip-version-check", "check",
+                            check=False, timeout=180)
+        assert check.returncode == 0 and "No broken requirements found" in check.stdout, \
+            (name, check.stdout, check.stderr)
+        print(f"RELEASE {name}: {host.os}, Python {shown.strip()} in {VENV}, "
+              f"pip check: {check.stdout.strip()}")
 
 
 # ---------------------------------------------------------------- TLS and ACLs
@@ -630,8 +711,8 @@ def test_collector_receives_rounds_from_the_fleet(lab: Provisioned) -> None:
 
 def test_the_second_collector_lists_the_rounds_delivered_to_the_first(
         lab: Provisioned) -> None:
-    """The fleet delivers to the first collector only; the second reads the same
-    database, so it lists those very rounds (same id, same values)."""
+    """Whichever collector the fleet delivers to, the others read the same database, so
+    each lists the rounds the first one lists (same id, same values)."""
     newest = max((r["round"] for r in rounds(lab)), default=-1)
     delivered = new_rounds_after(lab, newest, 1, 30)[0]
     for other in lab.collectors[1:]:
@@ -1003,3 +1084,89 @@ def test_fault_lab_sensor_machine_powered_off_and_started(lab: Provisioned) -> N
              f"zk-sensor active again on {name}")
     wait_full_rounds(lab.collector, 2, devices=lab.sensors, after=time.time(), timeout=90)
     lab_check("lab: sensor machine powered off and started", lab, since, LAB_POWEROFF_GAP_S)
+
+
+# ---------------------------------------------------------------- a collector killed (issue 20)
+# Every sensor's api_url lists both collectors; the leader sticks to the one that answered
+# and, when it fails, sends the same round at once to the other (zk_sensor.node.collectors;
+# tests/test_failover.py on loopback). Killed with SIGKILL, the collector in use refuses
+# the next connection at once, so the rounds go on at the other one, read here through
+# the shared database, with nothing lost and nothing stored twice.
+
+# A refused connection costs no timeout: the round goes to the other collector within
+# the same attempt, so the gap is the fleet's own few periods.
+LAB_COLLECTOR_KILL_GAP_S = 3 * PERIOD + LAB_SLACK_S
+COLLECTOR_RESTART_TIMEOUT_S = 60.0
+
+
+def stored_by(env: Provisioned) -> dict[str, int]:
+    """Rounds each collector stored since it started (its /metrics), by URL."""
+    return {url: collector_replies(url).get("stored", 0) for url in env.collectors}
+
+
+def collector_in_use(env: Provisioned) -> str:
+    """The collector the fleet's leader delivers to: the one whose count of stored rounds
+    grows while new rounds arrive (every one of them stored by it, none by the other)."""
+    before = stored_by(env)
+    newest = max(r["round"] for r in rounds(env))
+    new_rounds_after(env, newest, 3, 30)
+    after = stored_by(env)
+    grew = [url for url in env.collectors if after[url] > before[url]]
+    assert len(grew) == 1, f"not one collector in use: {before} then {after}"
+    return grew[0]
+
+
+def journal_since(env: Provisioned, name: str, unit: str, since: float) -> str:
+    """A unit's journal on a machine from `since` (the machines share this host's clock)."""
+    return env.lab.ssh(name, "journalctl", "-u", unit, "--no-pager", "-o", "cat",
+                       f"--since=@{int(since) - 1}").stdout
+
+
+def test_fault_lab_collector_in_use_killed(lab: Provisioned) -> None:
+    since = steady_since(lab)
+    in_use = collector_in_use(lab)
+    other = next(url for url in lab.collectors if url != in_use)
+    machine = lab.lab.groups["collector"][lab.collectors.index(in_use)]
+    leader = leader_machine(lab)
+    stored_before = collector_replies(other).get("stored", 0)
+    killed_at = time.time()
+    lab.lab.ssh(machine, "systemctl", "kill", "--signal=KILL", "zk-collector")
+    try:
+        # New full rounds keep arriving, stored by the other collector...
+        wait_full_rounds(other, LAB_STEADY_ROUNDS, devices=lab.sensors, after=killed_at,
+                         timeout=60)
+        assert collector_replies(other).get("stored", 0) > stored_before
+        # ...to which the leader moved when the killed one refused it.
+        switched = re.compile(rf"delivering to {re.escape(other)}\S* "
+                              rf"\({re.escape(in_use)}\S* failed: ")
+        wait_for(lambda: switched.search(journal_since(lab, leader, "zk-sensor", killed_at)),
+                 30, f"{leader}'s journal to say it moved to {other}", interval=1.0)
+    finally:
+        # systemd restarts it on its own after RestartSec (Restart=on-failure); `start`
+        # makes sure, and returns at once if it did.
+        lab.lab.ssh(machine, "systemctl", "start", "zk-collector", timeout=120)
+    wait_for(lambda: lab.lab.ssh(machine, "systemctl", "is-active", "zk-collector",
+                                 check=False).stdout.strip() == "active",
+             COLLECTOR_RESTART_TIMEOUT_S, f"zk-collector active again on {machine}",
+             interval=1.0)
+
+    def healthy() -> bool:
+        try:
+            with urllib.request.urlopen(f"{in_use}/healthz", timeout=5) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+    wait_for(healthy, COLLECTOR_RESTART_TIMEOUT_S, f"{in_use}/healthz to answer again",
+             interval=0.5)
+    # The whole window, from before the kill, through the other collector (the database
+    # is shared): nothing lost, nothing twice, epochs never down, a short gap.
+    wait_caught_up(other, fleet_status(lab)["round"] + CATCH_UP_ROUNDS,
+                   LAB_CATCH_UP_TIMEOUT_S)
+    rows = fetch_rounds(other)
+    check_rounds(f"lab: the collector in use ({machine}) killed", rows,
+                 LAB_COLLECTOR_KILL_GAP_S, since_round=since,
+                 replies=collector_replies(other))
+    assert [r for r in rows if r["received_at"] > killed_at], "no round after the kill"
+    outbox = fleet_status(lab)["outbox"]
+    assert outbox["dropped"] == 0 and outbox["rejected"] == 0, outbox

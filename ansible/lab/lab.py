@@ -2,10 +2,11 @@
 """The zk-sensor lab: real systemd machines on this Linux box, for deployment tests.
 
 Every host of ``ansible/inventory/hosts.yml`` becomes a systemd-nspawn container booting
-a Debian bookworm root with systemd as PID 1, on a private bridge, reachable over SSH with
-a lab key, so the project's real Ansible playbook can be applied to it and the fleet can be
-broken on purpose (cut a machine's network, power one off).  Vagrant stays the path for
-real VMs; this is the fast one-box path.
+a Debian root (bookworm, or trixie where the inventory says ``os: trixie``) with systemd as
+PID 1, on a private bridge, reachable over SSH with a lab key, so the project's real
+Ansible playbook can be applied to it and the fleet can be broken on purpose (cut a
+machine's network, power one off).  Vagrant stays the path for real VMs; this is the fast
+one-box path.
 
 Why it is built this way:
 
@@ -22,6 +23,11 @@ Why it is built this way:
   containers.  Such a machine runs the same systemd, sshd, Python and playbook, only
   slower; its root has no ZooKeeper (no Java) and no PostgreSQL, so it can be a sensor
   (or a collector that keeps its rounds in SQLite).
+- A host (or group) with ``os: trixie`` in the inventory boots from a Debian 13 root
+  (``base-trixie``, ``base-trixie-arm64``), built by the same recipe from the same mirror;
+  the bookworm roots keep their names and stamps (``base``, ``base-arm64``).  Trixie's
+  systemd (257) refuses cgroup v1, which this host's hybrid layout would hand it: its
+  machines get a cgroup v2 tree of their own (UNIFIED_CGROUP_SUITES).
 - The network lives in namespaces that the lab creates itself (``ip netns``), joined to
   nspawn with ``--network-namespace-path``: the addresses are on the interfaces before the
   machine boots, nothing inside configures networking, and the host side of each veth is
@@ -76,12 +82,26 @@ HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 MIRROR = "http://deb.debian.org/debian"
 SECURITY_MIRROR = "http://deb.debian.org/debian-security"
+# The Debian releases a machine can run: the inventory's `os` (a host's, else its group's),
+# SUITE unless set. Each (release, architecture) has its own root (base_dir).
 SUITE = "bookworm"
+SUITES = ("bookworm", "trixie")
 # Bump when the recipe below changes: `up` then rebuilds the base (when no machine uses it).
 # 2: PostgreSQL and libpq5. 3: nftables (the zk_firewall role).
 BASE_RECIPE = 3
 # The same for the roots of other architectures (see FOREIGN_PACKAGES...).
 FOREIGN_BASE_RECIPE = 1
+# Every root's recipe number, by (release, foreign): bumping one rebuilds that root only.
+RECIPES = {
+    ("bookworm", False): BASE_RECIPE, ("bookworm", True): FOREIGN_BASE_RECIPE,
+    ("trixie", False): 1, ("trixie", True): 1,
+}
+# The releases whose systemd needs the unified cgroup hierarchy (cgroup v2) in a
+# container: systemd 256 and later refuse to boot on cgroup v1, and nspawn would hand a
+# container the host's own layout (here hybrid: v1 controllers, v2 beside them).  Their
+# machines get a v2 tree of their own (SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1); the v1
+# controllers stay the host's, so the memory cgroup still counts each machine.
+UNIFIED_CGROUP_SUITES = ("trixie",)
 BASE_STAMP = "etc/zk-sensor-lab-base"
 DEBOOTSTRAP_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-venv",
@@ -121,8 +141,9 @@ BINFMT_D = Path("/usr/lib/binfmt.d")
 # Under qemu-user systemd cannot set up a unit's credentials ("Failed to set up
 # credentials: Invalid argument") and fails the unit: systemd-sysusers,
 # systemd-tmpfiles-setup-dev and others that merely offer credentials.  A drop-in in the
-# foreign root clears those settings (the lab passes no credentials).
-CREDENTIAL_SETTINGS = ("LoadCredential", "SetCredential")
+# foreign root clears those settings (the lab passes no credentials).  ImportCredential:
+# trixie's systemd (bookworm's units have none).
+CREDENTIAL_SETTINGS = ("LoadCredential", "SetCredential", "ImportCredential")
 # How nspawn powers a machine off: SIGRTMIN+4 to its systemd.  qemu-user keeps host
 # real-time signals for itself and hands the guest SIGRTMIN+4 on as another one (systemd
 # then went to emergency mode), so an emulated machine gets SIGINT instead, a plain
@@ -204,13 +225,15 @@ def run(cmd: Sequence[str | os.PathLike[str]], *, check: bool = True, capture: b
 
 @dataclass(frozen=True)
 class Host:
-    """One inventory host: its name, lab address, the groups it belongs to and its Debian
-    architecture (the inventory's ``arch``; this machine's own by default)."""
+    """One inventory host: its name, lab address, the groups it belongs to, its Debian
+    architecture (the inventory's ``arch``; this machine's own by default) and release
+    (the inventory's ``os``; SUITE by default)."""
 
     name: str
     address: str
     groups: tuple[str, ...]
     arch: str = ""
+    os: str = SUITE
 
     @property
     def foreign(self) -> bool:
@@ -229,15 +252,18 @@ def native_arch() -> str:
     return machines.get(os.uname().machine, os.uname().machine)
 
 
-def walk_groups(name: str, group: dict | None,
-                parents: tuple[str, ...]) -> Iterator[tuple[str, dict, tuple[str, ...]]]:
-    """Yield (host, host vars, groups) for every host under an inventory group, nested."""
+def walk_groups(name: str, group: dict | None, parents: tuple[str, ...],
+                inherited: dict | None = None) -> Iterator[tuple[str, dict, tuple[str, ...]]]:
+    """Yield (host, vars, groups) for every host under an inventory group, nested: a
+    host's vars over its groups' (`os`, `arch`), a child group's over its parent's, as
+    Ansible reads them."""
     group = group or {}
     path = (*parents, name) if name != "all" else parents
+    group_vars = {**(inherited or {}), **(group.get("vars") or {})}
     for host, host_vars in (group.get("hosts") or {}).items():
-        yield host, host_vars or {}, path
+        yield host, {**group_vars, **(host_vars or {})}, path
     for child, child_group in (group.get("children") or {}).items():
-        yield from walk_groups(child, child_group, path)
+        yield from walk_groups(child, child_group, path, group_vars)
 
 
 def load_inventory(path: Path) -> tuple[dict[str, Host], ipaddress.IPv4Network]:
@@ -269,7 +295,12 @@ def load_inventory(path: Path) -> tuple[dict[str, Host], ipaddress.IPv4Network]:
         if arch != native_arch() and arch not in QEMU_ARCHES:
             raise LabError(f"{path}: {name} has arch {arch!r}; the lab runs {native_arch()} "
                            f"machines and, under qemu-user, {', '.join(QEMU_ARCHES)}")
-        hosts[name] = Host(name, address, tuple(dict.fromkeys((*old_groups, *groups))), arch)
+        release = str(host_vars.get("os") or (known.os if known else "") or SUITE)
+        if release not in SUITES:
+            raise LabError(f"{path}: {name} has os {release!r}; the lab's machines run "
+                           f"{' or '.join(SUITES)}")
+        hosts[name] = Host(name, address, tuple(dict.fromkeys((*old_groups, *groups))), arch,
+                           release)
     for host in hosts.values():
         for group, lacking in NATIVE_ONLY_GROUPS.items():
             if host.foreign and group in host.groups:
@@ -365,14 +396,15 @@ def write_file(path: Path, text: str, mode: int = 0o644) -> None:
     path.chmod(mode)
 
 
-def debootstrap(root: Path, foreign_arch: str | None = None) -> None:
-    """The minimal Debian system with systemd, sshd and Python (a minbase plus our list);
-    of another architecture with ``foreign_arch`` (its second stage runs under qemu-user)."""
+def debootstrap(root: Path, foreign_arch: str | None = None, suite: str = SUITE) -> None:
+    """The minimal Debian system with systemd, sshd and Python (a minbase plus our list)
+    of a release; of another architecture with ``foreign_arch`` (its second stage runs
+    under qemu-user)."""
     packages = [*DEBOOTSTRAP_PACKAGES, *(FOREIGN_PACKAGES if foreign_arch else ())]
     run(in_private_namespaces([
         "debootstrap", "--variant=minbase", "--components=main",
         *([f"--arch={foreign_arch}"] if foreign_arch else []),
-        "--include=" + ",".join(packages), SUITE, root, MIRROR]))
+        "--include=" + ",".join(packages), suite, root, MIRROR]))
 
 
 def binfmt_entry(arch: str) -> Path:
@@ -441,16 +473,17 @@ def configure_foreign_base(root: Path) -> None:
             run(["groupadd", "--root", root, "--system", group], capture=True)
 
 
-def install_packages(root: Path) -> None:
+def install_packages(root: Path, suite: str = SUITE) -> None:
     """CHROOT_PACKAGES from Debian, inside the root, starting nothing while installing.
 
-    PostgreSQL's package makes its cluster (15/main) here, once for every machine: only
-    the `collector_database` one starts it, from its own overlay.
+    PostgreSQL's package makes its cluster (15/main on bookworm, 17/main on trixie) here,
+    once for every machine: only the `collector_database` one starts it, from its own
+    overlay.
     """
     write_file(root / "etc/apt/sources.list",
-               f"deb {MIRROR} {SUITE} main\n"
-               f"deb {MIRROR} {SUITE}-updates main\n"
-               f"deb {SECURITY_MIRROR} {SUITE}-security main\n")
+               f"deb {MIRROR} {suite} main\n"
+               f"deb {MIRROR} {suite}-updates main\n"
+               f"deb {SECURITY_MIRROR} {suite}-security main\n")
     # A postinst must not start a service in the build tree: policy-rc.d exit 101 means
     # "action forbidden" to invoke-rc.d and deb-systemd-invoke.
     write_file(root / "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n", 0o755)
@@ -503,15 +536,19 @@ def configure_base(root: Path) -> None:
     (root / "var/log/journal").mkdir(parents=True, exist_ok=True)
 
 
-def base_dir(lab_dir: Path, arch: str) -> Path:
-    """Where the root of an architecture lives: ``base`` for this machine's own (as it
-    always was), ``base-<arch>`` for another."""
-    return lab_dir / ("base" if arch == native_arch() else f"base-{arch}")
+def base_dir(lab_dir: Path, arch: str, suite: str = SUITE) -> Path:
+    """Where the root of a release and an architecture lives: ``base`` for bookworm on
+    this machine's own (as it always was), ``base-<arch>`` for bookworm on another, and
+    ``base-<release>``, ``base-<release>-<arch>`` for another release."""
+    parts = ["base", *([suite] if suite != SUITE else []),
+             *([arch] if arch != native_arch() else [])]
+    return lab_dir / "-".join(parts)
 
 
-def build_base(lab_dir: Path, log: Log = log_stderr, arch: str | None = None) -> float:
-    """Build the shared Debian root of an architecture (this machine's by default) once;
-    returns the seconds it took (0 when it existed).
+def build_base(lab_dir: Path, log: Log = log_stderr, arch: str | None = None,
+               suite: str = SUITE) -> float:
+    """Build the shared Debian root of a release and an architecture (bookworm, this
+    machine's, by default) once; returns the seconds it took (0 when it existed).
 
     Built in a temporary directory and renamed into place only when complete, so an
     interrupted build never looks like a base; leftovers of one are removed first.  A
@@ -520,8 +557,8 @@ def build_base(lab_dir: Path, log: Log = log_stderr, arch: str | None = None) ->
     """
     arch = arch or native_arch()
     foreign = arch != native_arch()
-    recipe = FOREIGN_BASE_RECIPE if foreign else BASE_RECIPE
-    base = base_dir(lab_dir, arch)
+    recipe = RECIPES[(suite, foreign)]
+    base = base_dir(lab_dir, arch, suite)
     if base_recipe(base) == recipe:
         return 0.0
     lab_dir.mkdir(parents=True, exist_ok=True)
@@ -538,27 +575,27 @@ def build_base(lab_dir: Path, log: Log = log_stderr, arch: str | None = None) ->
     started = time.monotonic()
     if foreign:
         ensure_binfmt(arch)
-        log(f"building the {arch} base root (debootstrap {SUITE} from {MIRROR}, its second "
-            "stage under qemu-user); takes a few minutes")
-        debootstrap(tmp, arch)
+        log(f"building the {suite} {arch} base root (debootstrap {suite} from {MIRROR}, "
+            "its second stage under qemu-user); takes a few minutes")
+        debootstrap(tmp, arch, suite)
         packages = [*DEBOOTSTRAP_PACKAGES, *FOREIGN_PACKAGES]
     else:
-        log(f"building the base root (debootstrap {SUITE} from {MIRROR}); "
+        log(f"building the {suite} base root (debootstrap {suite} from {MIRROR}); "
             "takes a few minutes")
-        debootstrap(tmp)
-        log("installing " + ", ".join(CHROOT_PACKAGES) + " into the base")
-        install_packages(tmp)
+        debootstrap(tmp, suite=suite)
+        log("installing " + ", ".join(CHROOT_PACKAGES) + f" into the {suite} base")
+        install_packages(tmp, suite)
         packages = [*DEBOOTSTRAP_PACKAGES, *CHROOT_PACKAGES]
     configure_base(tmp)
     if foreign:
         configure_foreign_base(tmp)
     seconds = time.monotonic() - started
     write_file(tmp / BASE_STAMP, json.dumps({
-        "recipe": recipe, "arch": arch, "suite": SUITE, "mirror": MIRROR,
+        "recipe": recipe, "arch": arch, "suite": suite, "mirror": MIRROR,
         "built": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(seconds, 1),
         "packages": packages}, indent=1) + "\n")
     tmp.rename(base)
-    log(f"{arch} base root built in {seconds:.0f} s")
+    log(f"{suite} {arch} base root built in {seconds:.0f} s")
     return seconds
 
 
@@ -874,7 +911,8 @@ class Lab:
         self.site = site
         self.hosts, self.network = load_inventory(inventory)
         self.lab_dir = lab_dir
-        # The root of this machine's architecture; others' are base_dir(lab_dir, arch).
+        # The bookworm root of this machine's architecture; the others' are
+        # base_dir(lab_dir, arch, release).
         self.base = base_dir(lab_dir, native_arch())
         self.machines_dir = lab_dir / "machines"
         self.key = lab_dir / "id_ed25519"
@@ -899,9 +937,16 @@ class Lab:
         return sorted({h.arch for h in self.hosts.values()} | {native_arch()},
                       key=lambda a: (a != native_arch(), a))
 
+    @property
+    def roots(self) -> list[tuple[str, str]]:
+        """The (release, architecture) of every root the machines boot from, bookworm on
+        this machine's architecture first (it is always built: the lab's own default)."""
+        return sorted({(h.os, h.arch) for h in self.hosts.values()} | {(SUITE, native_arch())},
+                      key=lambda r: (r[1] != native_arch(), r[0] != SUITE, r))
+
     def base_of(self, host: Host) -> Path:
         """The root a machine boots from."""
-        return base_dir(self.lab_dir, host.arch)
+        return base_dir(self.lab_dir, host.arch, host.os)
 
     @property
     def groups(self) -> dict[str, list[str]]:
@@ -1033,8 +1078,10 @@ class Lab:
         for group in machine_cgroups(host.name).values():
             group.mkdir(parents=True, exist_ok=True)
             script += f"echo $$ > {shlex.quote(str(group / 'cgroup.procs'))}; "
-        script += f"echo $$ > {shlex.quote(str(pidfile))}; exec "
-        script += shlex.join(self.nspawn_argv(host, mdir / "root"))
+        script += f"echo $$ > {shlex.quote(str(pidfile))}; "
+        if host.os in UNIFIED_CGROUP_SUITES:
+            script += "export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1; "
+        script += "exec " + shlex.join(self.nspawn_argv(host, mdir / "root"))
         with open(mdir / "console.log", "ab") as console:
             run_detached = ["setsid", "--fork", "sh", "-c", script]
             subprocess.run(run_detached, stdin=subprocess.DEVNULL, stdout=console,
@@ -1195,8 +1242,8 @@ class Lab:
 
     def _require_base(self) -> None:
         """Operations on machines need the base roots; `up` is what builds them."""
-        for arch in self.arches:
-            base = base_dir(self.lab_dir, arch)
+        for suite, arch in self.roots:
+            base = base_dir(self.lab_dir, arch, suite)
             if base_recipe(base) is None:
                 raise LabError(f"no base root at {base}: run `lab.py up`")
 
@@ -1206,15 +1253,16 @@ class Lab:
         Returns the timings; without site.yml it stops after booting and says so.
         """
         with self._locked():
-            # The roots of several architectures are built side by side: a foreign one
-            # spends its minutes in emulated package scripts, on one core.
+            # The roots of several architectures and releases are built side by side: a
+            # foreign one spends its minutes in emulated package scripts, on one core.
             for arch in self.arches:
                 if arch != native_arch():
                     ensure_binfmt(arch)
             building = time.monotonic()
-            with ThreadPoolExecutor(max_workers=len(self.arches)) as pool:
-                built = list(pool.map(lambda a: build_base(self.lab_dir, self.log, a),
-                                      self.arches))
+            with ThreadPoolExecutor(max_workers=len(self.roots)) as pool:
+                built = list(pool.map(
+                    lambda root: build_base(self.lab_dir, self.log, root[1], root[0]),
+                    self.roots))
             base_seconds = time.monotonic() - building if any(built) else 0.0
             self._ensure_key()
             ensure_bridge(self.controller)
@@ -1315,8 +1363,9 @@ def print_summary(lab: Lab, result: UpResult) -> None:
     print(f"lab up: {len(lab.hosts)} machines ready in {result.boot_seconds:.1f} s "
           f"(base root {base}); controller {lab.controller.ip} on {BRIDGE}")
     for host in lab.hosts.values():
-        emulated = f"  {host.arch}, under qemu-user" if host.foreign else ""
-        print(f"  {host.name:<12} {host.address:<15} {','.join(host.groups)}{emulated}")
+        emulated = f", {host.arch} under qemu-user" if host.foreign else ""
+        print(f"  {host.name:<12} {host.address:<15} {','.join(host.groups):<18} "
+              f"{host.os}{emulated}")
     example = (lab.groups.get("sensors") or list(lab.hosts))[0]
     cmd = lab_command()
     print("get in:")
