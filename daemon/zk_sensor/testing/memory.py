@@ -84,7 +84,8 @@ from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import EventType, KeeperState, WatchedEvent
 from kazoo.security import OPEN_ACL_UNSAFE
 
-from zk_sensor.zk.errors import AccessRefused, StepBudgetSpent
+from zk_sensor.zk.budget import StepBudget
+from zk_sensor.zk.errors import AccessRefused
 from zk_sensor.zk.interface import (
     ACL,
     ConnectionState,
@@ -503,7 +504,7 @@ class DataWatchHandle:
         self.active = False
 
 
-class MemoryZk:
+class MemoryZk(StepBudget):
     """`interface.Zk` on a `MemoryEnsemble`, one session per client."""
 
     def __init__(self, ensemble: MemoryEnsemble, deadline: float = 5.0, *,
@@ -591,17 +592,6 @@ class MemoryZk:
                    times: int = 1) -> Fault:
         """The call is applied, then times out: the caller cannot know it landed."""
         return self.fail(op, path, after=True, times=times)
-
-    def begin_step(self, budget: float | None) -> None:
-        self.step_ends = None if budget is None else time.monotonic() + budget
-
-    def timeout(self) -> float:
-        if self.step_ends is None:
-            return self.deadline
-        left = self.step_ends - time.monotonic()
-        if left <= 0:
-            raise StepBudgetSpent("this loop step's time for ZooKeeper is spent")
-        return min(self.deadline, left)
 
     def _call(self, op: str, paths: Iterable[str], action: Callable[[], T]) -> T:
         """Every call: the step budget, the connection, an injected fault, the action."""

@@ -32,7 +32,8 @@ from kazoo.retry import KazooRetry
 from kazoo.security import ACL
 
 from zk_sensor.zk.access import ZkAccess
-from zk_sensor.zk.errors import REFUSALS, AccessRefused, StepBudgetSpent
+from zk_sensor.zk.budget import StepBudget
+from zk_sensor.zk.errors import REFUSALS, AccessRefused
 from zk_sensor.zk.handler import FleetCaHandler
 from zk_sensor.zk.interface import ConnectionState, Transaction, Watcher
 
@@ -99,7 +100,7 @@ def new_client(hosts: str, session_timeout: float, access: ZkAccess,
                        **access.client_options(handler))
 
 
-class KazooZk:
+class KazooZk(StepBudget):
     """`interface.Zk` on a real ensemble, through kazoo's asynchronous API; also the
     session's life (start, state listener, stop) for the process that owns it."""
 
@@ -161,17 +162,6 @@ class KazooZk:
             return result
 
         connection._invoke = noting_timeout  # type: ignore[union-attr]
-
-    def begin_step(self, budget: float | None) -> None:
-        self.step_ends = None if budget is None else time.monotonic() + budget
-
-    def timeout(self) -> float:
-        if self.step_ends is None:
-            return self.deadline
-        left = self.step_ends - time.monotonic()
-        if left <= 0:
-            raise StepBudgetSpent("this loop step's time for ZooKeeper is spent")
-        return min(self.deadline, left)
 
     # The calls (interface.Zk).
 
