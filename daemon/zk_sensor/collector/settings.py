@@ -134,14 +134,7 @@ def tls_context(settings: CollectorSettings) -> ssl.SSLContext | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zk-collector", description="Receives, keeps and shows the fleet's aggregates. "
-        "Every setting is also a key of the TOML file (--config) and a ZK_COLLECTOR_<NAME> "
-        "environment variable; the command line wins over the environment, which wins over "
-        "the file.", epilog=TABLE.secrets_note())
-    parser.add_argument("--config", help="TOML file of settings (also ZK_COLLECTOR_CONFIG)")
-    TABLE.add_arguments(parser)
-    return parser
+    return TABLE.parser("zk-collector", "Receives, keeps and shows the fleet's aggregates.")
 
 
 def build_settings(cli: Mapping[str, Any], env: Mapping[str, str],

@@ -179,6 +179,19 @@ class Table(Generic[S]):
                 parser.add_argument(spec.flag, dest=spec.name, help=spec.help(),
                                     metavar="{" + ",".join(choices) + "}" if choices else None)
 
+    def parser(self, prog: str, summary: str) -> argparse.ArgumentParser:
+        """A program's parser: `--config` and a flag for every setting, with the layering
+        said once in its description and the secrets in its epilog."""
+        parser = argparse.ArgumentParser(
+            prog=prog, description=f"{summary} Every setting is also a key of the TOML file "
+            f"(--config) and a {self.env_prefix}<NAME> environment variable; the command line "
+            "wins over the environment, which wins over the file.",
+            epilog=self.secrets_note())
+        parser.add_argument("--config",
+                            help=f"TOML file of settings (also {self.config_variable})")
+        self.add_arguments(parser)
+        return parser
+
     def secrets_note(self) -> str:
         """For the parser's epilog: the settings that have no flag, and where they go."""
         secrets = [spec for spec in self if spec.flag is None]

@@ -42,13 +42,7 @@ def check_watchdog_budget(settings: Settings, systemd: Systemd) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="zk-sensor", description="One sensor node of a ZooKeeper-coordinated fleet. "
-        "Every setting is also a key of the TOML file (--config) and a ZK_SENSOR_<NAME> "
-        "environment variable; the command line wins over the environment, which wins over "
-        "the file.", epilog=TABLE.secrets_note())
-    parser.add_argument("--config", help="TOML file of settings (also ZK_SENSOR_CONFIG)")
-    TABLE.add_arguments(parser)
+    parser = TABLE.parser("zk-sensor", "One sensor node of a ZooKeeper-coordinated fleet.")
     checks = parser.add_mutually_exclusive_group()
     checks.add_argument("--read-once", action="store_true",
                         help="open the sensor, print one reading and exit, without ZooKeeper: "
