@@ -85,6 +85,8 @@ def platform_of(tmp_path: Path, machines: dict[str, list[str]],
     # inventory) it comes as a task variable.
     pis = {name: values.pop("zk_platform_pi") for name, values in host_vars.items()
            if "zk_platform_pi" in values}
+    upgrades = {name: values.pop("zk_platform_upgrade_release") for name, values
+                in host_vars.items() if "zk_platform_upgrade_release" in values}
     inventory = tmp_path / "machines.yml"
     inventory.write_text(yaml.safe_dump({"all": {"hosts": {
         name: {"ansible_connection": "local", **host_vars.get(name, {})}
@@ -97,11 +99,13 @@ def platform_of(tmp_path: Path, machines: dict[str, list[str]],
         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}",
                  "probes": {name: {"stdout_lines": lines, "changed": False}
                             for name, lines in machines.items()},
-                 "pis": pis},
+                 "pis": pis, "upgrades": upgrades},
         "tasks": [
             {"name": "check", "ansible.builtin.include_tasks": str(PLATFORM / "tasks/check.yml"),
              "vars": {"zk_platform_probe": "{{ probes[inventory_hostname] }}",
-                      "zk_platform_pi": "{{ pis[inventory_hostname] | default('') }}"}},
+                      "zk_platform_pi": "{{ pis[inventory_hostname] | default('') }}",
+                      "zk_platform_upgrade_release":
+                          "{{ upgrades[inventory_hostname] | default('') }}"}},
             {"name": "facts", "ansible.builtin.copy": {
                 "dest": str(out / "{{ inventory_hostname }}.json"), "mode": "0644",
                 "content": "{{ zk_platform_facts | to_json }}"}}],
@@ -145,7 +149,8 @@ def test_supported_machines_pass_and_tell_the_roles_their_release(tmp_path: Path
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert facts["bookworm"] == {**RELEASES["12"], "release": "12", "distribution": "Debian",
                                  "arch": "amd64", "python_full": "3.11.2",
-                                 "raspberry_pi_os": False, "pi": False, "model": ""}
+                                 "raspberry_pi_os": False, "pi": False, "model": "",
+                                 "supported": {"bookworm": "12", "trixie": "13"}}
     assert facts["trixie"]["jre"] == "openjdk-21-jre-headless"
     assert facts["trixie"]["postgresql"] == "17" and facts["trixie"]["python"] == "3.13"
     assert facts["pi5"]["distribution"] == "Raspberry Pi OS" and facts["pi5"]["pi"] is True
@@ -168,6 +173,49 @@ def test_unsupported_machines_are_refused_with_one_line(tmp_path: Path) -> None:
     assert failures(result.stdout) == REFUSED
     assert facts == {}
     assert all("\n" not in line for line in REFUSED.values())
+
+
+def test_upgrade_yml_accepts_the_release_it_moves_a_machine_to(tmp_path: Path) -> None:
+    """While upgrade.yml runs, a machine the inventory still calls bookworm may already run
+    trixie (upgraded earlier in the run, or by a run that stopped): accepted there, and
+    still refused by site.yml's check, which has no release to move to."""
+    machines = {"upgraded": MACHINES["mislabelled"], "pending": MACHINES["bookworm"]}
+    during = {name: {"os": "bookworm", "zk_platform_upgrade_release": "trixie"}
+              for name in machines}
+    result, facts = platform_of(tmp_path, machines, during)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert {name: fact["codename"] for name, fact in facts.items()} == {
+        "upgraded": "trixie", "pending": "bookworm"}
+    (tmp_path / "site").mkdir()
+    result, _ = platform_of(tmp_path / "site", {"upgraded": MACHINES["mislabelled"]},
+                            {"upgraded": {"os": "bookworm"}})
+    assert failures(result.stdout) == {"upgraded": REFUSED["mislabelled"].replace(
+        "mislabelled", "upgraded", 1)}
+
+
+def test_upgrade_yml_goes_one_machine_at_a_time_servers_first() -> None:
+    """The release upgrade's shape: the release check first on every machine it upgrades
+    (a refusal stops the whole run), then ZooKeeper servers, collectors and sensors, each
+    in plays of one machine that stop the run at the first failure; the collectors'
+    PostgreSQL is never a target."""
+    plays = yaml.safe_load((REPO / "ansible/upgrade.yml").read_text())
+    first = plays[0]
+    assert first["roles"] == [{"role": "zk_platform", "tags": ["always"]}]
+    assert first["any_errors_fatal"] is True
+    assert first["vars"]["zk_platform_upgrade_release"].startswith("{{ zk_upgrade_release")
+    one_at_a_time = [p for p in plays if p.get("serial") is not None]
+    assert [p["name"] for p in one_at_a_time] == [
+        "ZooKeeper servers, one at a time", "Collectors, one at a time",
+        "Sensors, one at a time"]
+    for play in one_at_a_time:
+        assert play["serial"] == 1 and play["max_fail_percentage"] == 0, play["name"]
+        roles = [t["ansible.builtin.include_role"]["name"] for t in play["tasks"]]
+        assert roles.index("zk_upgrade") < roles.index("zk_platform"), play["name"]
+        assert roles[-1] == "zk_upgrade", play["name"]
+    assert all("collector_database" not in str(p["hosts"]) for p in plays)
+    result = run(str(BIN / "ansible-playbook"), "-i", "ansible/inventory/hosts.yml",
+                 "ansible/upgrade.yml", "--syntax-check")
+    assert result.returncode == 0, result.stderr
 
 
 def test_a_pi_is_found_by_its_model_or_said_by_the_inventory(tmp_path: Path) -> None:

@@ -17,17 +17,22 @@ Why it is built this way:
   PostgreSQL and its client library), its services disabled: the playbook enables what
   each machine runs.
 - A host with ``arch: arm64`` in the inventory (a Raspberry Pi's architecture) boots from
-  a second root of that architecture (``base-arm64``, built once likewise), every binary
-  in it run by qemu-user: the lab registers Debian's ``qemu-user-static`` with the
-  kernel's binfmt_misc itself, with the F flag, so the interpreter works inside the
-  containers.  Such a machine runs the same systemd, sshd, Python and playbook, only
+  a second root of that architecture (``base-arm64``, or ``base-trixie-arm64``, built
+  once likewise), every binary in it run by qemu-user: the lab fetches qemu-user from
+  trixie-backports itself (QEMU_SUITE: older ones cannot run trixie's systemd) and
+  registers it with the kernel's binfmt_misc, with the F flag, so the interpreter works
+  inside the containers.  Such a machine runs the same systemd, sshd, Python and playbook, only
   slower; its root has no ZooKeeper (no Java) and no PostgreSQL, so it can be a sensor
   (or a collector that keeps its rounds in SQLite).
 - A host (or group) with ``os: trixie`` in the inventory boots from a Debian 13 root
   (``base-trixie``, ``base-trixie-arm64``), built by the same recipe from the same mirror;
   the bookworm roots keep their names and stamps (``base``, ``base-arm64``).  Trixie's
   systemd (257) refuses cgroup v1, which this host's hybrid layout would hand it: its
-  machines get a cgroup v2 tree of their own (UNIFIED_CGROUP_SUITES).
+  machines get a cgroup v2 tree of their own (UNIFIED_CGROUP_SUITES), decided at each
+  boot from the release the machine's root holds: ``ansible/upgrade.yml`` upgrades
+  machines in place and reboots them (nspawn exits REBOOT_STATUS; the lab boots the
+  machine again), and their apt reaches Debian's mirror through the lab's proxy
+  (``apt_proxy.py``), the machines' only way out.
 - The network lives in namespaces that the lab creates itself (``ip netns``), joined to
   nspawn with ``--network-namespace-path``: the addresses are on the interfaces before the
   machine boots, nothing inside configures networking, and the host side of each veth is
@@ -102,6 +107,14 @@ RECIPES = {
 # machines get a v2 tree of their own (SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1); the v1
 # controllers stay the host's, so the memory cgroup still counts each machine.
 UNIFIED_CGROUP_SUITES = ("trixie",)
+# How nspawn reports that the machine rebooted (systemd-nspawn@.service restarts it on
+# this status too): the lab boots it again, so a playbook's reboot works as on a VM.
+REBOOT_STATUS = 133
+# The machines' way to Debian's mirror, for release upgrades (apt_proxy.py): a proxy on
+# the controller's bridge address, written into every machine's apt configuration.
+APT_PROXY = Path(__file__).resolve().parent / "apt_proxy.py"
+APT_PROXY_PORT = 3142
+APT_PROXY_CONF = "etc/apt/apt.conf.d/00zk-sensor-lab-proxy"
 BASE_STAMP = "etc/zk-sensor-lab-base"
 DEBOOTSTRAP_PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-venv",
@@ -133,11 +146,19 @@ FOREIGN_PACKAGES = ("python3-spidev",)
 # gets them, so the playbook's "add the user to the device groups that exist" is tested
 # both ways (present there, absent on the native machines).
 FOREIGN_GROUPS = ("gpio", "spi", "i2c")
-# Debian architecture -> qemu's name for it (binfmt entry qemu-<name>, from Debian's
-# qemu-user-static).  The tests exercise arm64.
+# Debian architecture -> qemu's name for it (binfmt entry qemu-<name>).  The tests
+# exercise arm64.
 QEMU_ARCHES = {"arm64": "aarch64", "armhf": "arm"}
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")
-BINFMT_D = Path("/usr/lib/binfmt.d")
+# The emulator: qemu-user 11.1 from trixie-backports (a static binary, so it runs on this
+# Debian 12 host).  Debian 12's qemu 7.2 cannot start trixie's systemd 257 units at all
+# ("Failed to spawn executor: Invalid argument"); trixie's own qemu 10.0 starts them but
+# reports every mount's id as 0 from statx, so systemd 257 takes a sandboxed unit's new
+# root for the current one, skips pivot_root and fails the unit at NAMESPACE (logind,
+# zk-sensor).  11.1 reports the ids.
+QEMU_SUITE = "trixie-backports"
+QEMU_PACKAGE = "qemu-user"
+DEBIAN_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
 # Under qemu-user systemd cannot set up a unit's credentials ("Failed to set up
 # credentials: Invalid argument") and fails the unit: systemd-sysusers,
 # systemd-tmpfiles-setup-dev and others that merely offer credentials.  A drop-in in the
@@ -207,11 +228,11 @@ def log_stderr(message: str) -> None:
 
 
 def run(cmd: Sequence[str | os.PathLike[str]], *, check: bool = True, capture: bool = False,
-        env: dict[str, str] | None = None,
-        timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+        env: dict[str, str] | None = None, timeout: float | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """Run a command; a failure raises LabError with the command and its stderr."""
     args = [str(c) for c in cmd]
-    result = subprocess.run(args, text=True, env=env, timeout=timeout,
+    result = subprocess.run(args, text=True, env=env, timeout=timeout, cwd=cwd,
                             stdout=subprocess.PIPE if capture else None,
                             stderr=subprocess.PIPE if capture else None, check=False)
     if check and result.returncode != 0:
@@ -412,37 +433,70 @@ def binfmt_entry(arch: str) -> Path:
     return BINFMT_DIR / f"qemu-{QEMU_ARCHES[arch]}"
 
 
-def ensure_binfmt(arch: str) -> None:
-    """Make the kernel run ``arch`` binaries through Debian's qemu-user-static, inside
-    containers too.
+def apt_options(state: Path) -> list[str]:
+    """apt-get options for a private look at QEMU_SUITE: its own sources and lists under
+    ``state``, the host's keyring for the signatures, nothing of the host's apt state."""
+    sources = state / "sources.list"
+    write_file(sources, f"deb [signed-by={DEBIAN_KEYRING}] {MIRROR} {QEMU_SUITE} main\n")
+    return ["-q", "-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=-",
+            "-o", f"Dir::State::Lists={state / 'lists'}", "-o", f"Dir::Cache={state / 'cache'}",
+            "-o", f"APT::Architecture={native_arch()}"]
 
-    Mounts binfmt_misc if needed and registers the entry Debian ships in /usr/lib/binfmt.d
-    (what systemd-binfmt does at boot; this host may have no systemd as PID 1).  Its F flag
-    (fix binary) makes the kernel open the interpreter once, from the host's file system,
-    so the containers need no qemu of their own.  An entry already registered is kept if
-    it has F (and enabled if it was disabled); one without F would fail inside the
-    containers: it is reported, not replaced.
+
+def fetch_qemu(lab_dir: Path, arch: str) -> tuple[Path, str]:
+    """The lab's qemu-user interpreter for ``arch`` and its binfmt line, fetched once.
+
+    QEMU_PACKAGE from QEMU_SUITE, downloaded by apt (so its signature is checked against
+    Debian's keyring), unpacked, and its one static binary kept in ``lab_dir/qemu``.
+    """
+    name = f"qemu-{QEMU_ARCHES[arch]}"
+    target = lab_dir / "qemu"
+    binary, conf = target / name, target / f"{name}.conf"
+    if binary.is_file() and conf.is_file():
+        return binary, conf.read_text().strip()
+    state = target / "apt"
+    for directory in (state / "lists" / "partial", state / "cache" / "archives" / "partial"):
+        directory.mkdir(parents=True, exist_ok=True)
+    options = apt_options(state)
+    run(["apt-get", *options, "update"], capture=True)
+    run(["apt-get", *options, "download", QEMU_PACKAGE], capture=True, cwd=state)
+    deb = next(state.glob(f"{QEMU_PACKAGE}_*.deb"))
+    unpacked = state / "unpacked"
+    remove_tree(unpacked)
+    run(["dpkg-deb", "-x", deb, unpacked])
+    line = (unpacked / "usr/share/qemu/binfmt.d" / f"{name}.conf").read_text().strip()
+    fields = line.split(":")
+    if len(fields) < 8 or not {"F", "O"} <= set(fields[7]):
+        raise LabError(f"{deb.name}: its binfmt entry for {name} lacks the F or O flag: {line!r}")
+    fields[6] = str(binary)
+    shutil.copy2(unpacked / "usr/bin" / name, binary)
+    write_file(conf, ":".join(fields) + "\n")
+    remove_tree(unpacked)
+    deb.unlink()
+    return binary, conf.read_text().strip()
+
+
+def ensure_binfmt(arch: str, lab_dir: Path) -> None:
+    """Make the kernel run ``arch`` binaries through the lab's qemu-user (fetch_qemu),
+    inside containers too.
+
+    Mounts binfmt_misc if needed and registers the entry (what systemd-binfmt does at
+    boot; this host may have no systemd as PID 1).  Its F flag (fix binary) makes the
+    kernel open the interpreter once, from the host's file system, so the containers need
+    no qemu of their own; O (open binary) hands qemu the program as a descriptor, which
+    systemd's executor needs (it is started with fexecve).  An entry of another
+    interpreter (say Debian 12's qemu-user-static 7.2) is replaced: the host's emulation
+    of ``arch`` is then the lab's.
     """
     if not (BINFMT_DIR / "register").exists():
         run(["mount", "-t", "binfmt_misc", "binfmt_misc", BINFMT_DIR])
+    binary, line = fetch_qemu(lab_dir, arch)
     entry = binfmt_entry(arch)
+    if entry.exists() and f"interpreter {binary}\n" not in entry.read_text():
+        entry.write_text("-1")
     if not entry.exists():
-        conf = BINFMT_D / f"{entry.name}.conf"
-        if not conf.is_file():
-            raise LabError(f"{conf} is missing: the lab's {arch} machines need "
-                           "`apt-get install qemu-user-static`")
-        line = next((line for line in conf.read_text().splitlines()
-                     if line.startswith(":")), "")
-        fields = line.split(":")
-        if len(fields) < 8 or "F" not in fields[7] or not Path(fields[6]).exists():
-            raise LabError(f"{conf} is not a usable binfmt entry with the F flag: {line!r}")
         (BINFMT_DIR / "register").write_text(line)
-    text = entry.read_text()
-    flags = re.search(r"^flags: *(\S*)", text, re.MULTILINE)
-    if not flags or "F" not in flags.group(1):
-        raise LabError(f"{entry} is registered without the F flag, so it cannot work inside "
-                       f"containers: remove it (`echo -1 > {entry}`) and run the lab again")
-    if text.splitlines()[0].strip() != "enabled":
+    if entry.read_text().splitlines()[0].strip() != "enabled":
         entry.write_text("1")
 
 
@@ -574,7 +628,7 @@ def build_base(lab_dir: Path, log: Log = log_stderr, arch: str | None = None,
     tmp = lab_dir / f"{base.name}.tmp.{os.getpid()}"
     started = time.monotonic()
     if foreign:
-        ensure_binfmt(arch)
+        ensure_binfmt(arch, lab_dir)
         log(f"building the {suite} {arch} base root (debootstrap {suite} from {MIRROR}, "
             "its second stage under qemu-user); takes a few minutes")
         debootstrap(tmp, arch, suite)
@@ -1042,7 +1096,46 @@ class Lab:
         ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         write_file(ssh_dir / "authorized_keys",
                    Path(f"{self.key}.pub").read_text(), 0o600)
+        write_file(root / APT_PROXY_CONF,
+                   "# zk-sensor lab: the machines reach Debian's mirror through the lab's "
+                   "proxy only (ansible/lab/apt_proxy.py).\n"
+                   f'Acquire::http::Proxy "http://{self.controller.ip}:{APT_PROXY_PORT}/";\n')
         return root
+
+    def _apt_proxy_pid(self) -> int | None:
+        """The running apt proxy's pid, if its pid file still names it."""
+        with contextlib.suppress(OSError, ValueError):
+            pid = int((self.lab_dir / "apt-proxy.pid").read_text())
+            if process_alive(pid) and str(APT_PROXY) in process_argv(pid):
+                return pid
+        return None
+
+    def start_apt_proxy(self) -> None:
+        """Run apt_proxy.py on the controller's bridge address unless it already runs."""
+        if self._apt_proxy_pid() is not None:
+            return
+        allowed = sorted({url.split("/")[2] for url in (MIRROR, SECURITY_MIRROR)})
+        argv = [sys.executable, str(APT_PROXY),
+                "--listen", f"{self.controller.ip}:{APT_PROXY_PORT}",
+                "--cache", str(self.lab_dir / "apt-cache"),
+                *[arg for host in allowed for arg in ("--allow", host)]]
+        pidfile = shlex.quote(str(self.lab_dir / "apt-proxy.pid"))
+        # Detached like the machines (setsid --fork): it outlives this process and is
+        # never its zombie.
+        with open(self.lab_dir / "apt-proxy.log", "ab") as log:
+            subprocess.run(["setsid", "--fork", "sh", "-c",
+                            f"echo $$ > {pidfile}; exec {shlex.join(argv)}"],
+                           stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                           cwd="/", check=True)
+        if not wait_until(lambda: tcp_open(str(self.controller.ip), APT_PROXY_PORT), 10):
+            raise LabError(f"the apt proxy did not start; see {self.lab_dir / 'apt-proxy.log'}")
+
+    def stop_apt_proxy(self) -> None:
+        pid = self._apt_proxy_pid()
+        if pid is not None:
+            signal_pids([pid], signal.SIGTERM)
+            wait_until(lambda: not process_alive(pid), 5)
+        (self.lab_dir / "apt-proxy.pid").unlink(missing_ok=True)
 
     def nspawn_argv(self, host: Host, root: Path) -> list[str]:
         """The container's command line.
@@ -1067,9 +1160,10 @@ class Lab:
     def _launch(self, host: Host) -> int:
         """Boot a prepared machine in the background; returns its nspawn pid.
 
-        A small shell moves itself into the machine's cgroups, writes the pid file and
-        execs nspawn; ``setsid --fork`` detaches it so it outlives this process and never
-        becomes this process's zombie.
+        A small shell moves itself into the machine's cgroups, starts nspawn, writes its
+        pid file and waits; when the machine reboots (nspawn exits REBOOT_STATUS) it starts
+        nspawn again on the same disk.  ``setsid --fork`` detaches it so it outlives this
+        process and never becomes this process's zombie.
         """
         mdir = self.machine_dir(host.name)
         pidfile = mdir / "nspawn.pid"
@@ -1078,10 +1172,19 @@ class Lab:
         for group in machine_cgroups(host.name).values():
             group.mkdir(parents=True, exist_ok=True)
             script += f"echo $$ > {shlex.quote(str(group / 'cgroup.procs'))}; "
-        script += f"echo $$ > {shlex.quote(str(pidfile))}; "
-        if host.os in UNIFIED_CGROUP_SUITES:
-            script += "export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1; "
-        script += "exec " + shlex.join(self.nspawn_argv(host, mdir / "root"))
+        root = mdir / "root"
+        # The cgroup layout follows the release the root holds at each boot, not the
+        # inventory: a machine upgraded in place (ansible/upgrade.yml) reboots into
+        # trixie's systemd.
+        codenames = "|".join(UNIFIED_CGROUP_SUITES)
+        script += ("while :; do "
+                   f"case \"$(. {shlex.quote(str(root / 'etc/os-release'))} && "
+                   "echo \"$VERSION_CODENAME\")\" in "
+                   f"{codenames}) export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1;; "
+                   "*) unset SYSTEMD_NSPAWN_UNIFIED_HIERARCHY;; esac; "
+                   + shlex.join(self.nspawn_argv(host, root)) + " & "
+                   f"echo $! > {shlex.quote(str(pidfile))}; wait $!; status=$?; "
+                   f"[ $status -eq {REBOOT_STATUS} ] || exit $status; done")
         with open(mdir / "console.log", "ab") as console:
             run_detached = ["setsid", "--fork", "sh", "-c", script]
             subprocess.run(run_detached, stdin=subprocess.DEVNULL, stdout=console,
@@ -1164,8 +1267,9 @@ class Lab:
             self._require_base()
             self._ensure_key()
             if host.foreign:
-                ensure_binfmt(host.arch)
+                ensure_binfmt(host.arch, self.lab_dir)
             ensure_bridge(self.controller)
+            self.start_apt_proxy()
             ensure_machine_network(host, self.network.prefixlen, force_up=False)
             self._prepare_root(host)
             if not self.is_running(name):
@@ -1221,15 +1325,16 @@ class Lab:
                                                 result.stderr)
         return result
 
-    def run_playbook(self, *args: str, check: bool = True,
-                     capture: bool = False) -> subprocess.CompletedProcess[str]:
-        """Apply ``site.yml`` to the lab as root with the lab key and the lab's secrets
-        directory; extra args go to Ansible."""
-        if not self.site.is_file():
-            raise LabError(f"{self.site} does not exist yet: nothing to provision")
+    def run_playbook(self, *args: str, check: bool = True, capture: bool = False,
+                     playbook: Path | None = None) -> subprocess.CompletedProcess[str]:
+        """Apply ``site.yml`` (or another playbook) to the lab as root with the lab key and
+        the lab's secrets directory; extra args go to Ansible."""
+        playbook = playbook or self.site
+        if not playbook.is_file():
+            raise LabError(f"{playbook} does not exist yet: nothing to provision")
         secrets = {"zk_pki_dir": str(self.secrets),
                    "zk_pki_passphrase_file": str(self.passphrase_file)}
-        argv = [ansible_playbook_binary(), "-i", str(self.inventory), str(self.site),
+        argv = [ansible_playbook_binary(), "-i", str(self.inventory), str(playbook),
                 "-u", "root", "--private-key", str(self.key), "-e", json.dumps(secrets),
                 *args]
         self.log("+ " + shlex.join(argv))
@@ -1257,7 +1362,7 @@ class Lab:
             # foreign one spends its minutes in emulated package scripts, on one core.
             for arch in self.arches:
                 if arch != native_arch():
-                    ensure_binfmt(arch)
+                    ensure_binfmt(arch, self.lab_dir)
             building = time.monotonic()
             with ThreadPoolExecutor(max_workers=len(self.roots)) as pool:
                 built = list(pool.map(
@@ -1266,6 +1371,7 @@ class Lab:
             base_seconds = time.monotonic() - building if any(built) else 0.0
             self._ensure_key()
             ensure_bridge(self.controller)
+            self.start_apt_proxy()
             started = time.monotonic()
             for host in self.hosts.values():
                 ensure_machine_network(host, self.network.prefixlen, force_up=True)
@@ -1300,6 +1406,7 @@ class Lab:
             with ThreadPoolExecutor(max_workers=max(len(names), 1)) as pool:
                 list(pool.map(self._stop, sorted(names)))
             remove_tree(self.machines_dir)
+            self.stop_apt_proxy()
             for netns in netns_names():
                 run(["ip", "netns", "del", netns])
             for link in links():
