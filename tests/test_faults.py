@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import pytest
@@ -57,6 +57,7 @@ from zk_sensor.testing.faults import (
     wait_full_rounds,
 )
 from zk_sensor.testing.fleet import Fleet, status
+from zk_sensor.testing.httpserver import QuietHTTPServer
 from zk_sensor.testing.zookeeper import ZkEnsemble, ZkServer
 
 # --- fault durations (deliberate waits, not synchronisation)
@@ -156,8 +157,7 @@ class FaultyFront:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def url(self, path: str) -> str:

@@ -1185,7 +1185,8 @@ LAB_UPGRADE_GAP_S = LAB_SESSION_TIMEOUT_S + 3 * PERIOD + LAB_SLACK_S
 
 def test_rolling_release_upgrade_keeps_every_round(lab: Provisioned) -> None:
     """upgrade.yml upgrades the bookworm ZooKeeper servers and sensors to trixie host by
-    host (ZooKeeper 3.8 to 3.9, the venvs' Python 3.11 to 3.13) under load: afterwards
+    host (ZooKeeper 3.8 to 3.9, the venvs' Python 3.11 to 3.13) under load, the fleet's
+    leader on one of them (it goes last and hands over): afterwards
     every server runs 3.9 in one ensemble, every sensor's venv 3.13 with `pip check`
     clean, every sensor measures again, and the collectors stored every round of the whole
     upgrade once, with no pause beyond LAB_UPGRADE_GAP_S."""
@@ -1194,6 +1195,11 @@ def test_rolling_release_upgrade_keeps_every_round(lab: Provisioned) -> None:
                 if lab.lab.hosts[name].os != "trixie"]
     assert any(n in lab.lab.groups["zookeeper"] for n in upgraded), "no bookworm server"
     assert any(n in lab.lab.groups["sensors"] for n in upgraded), "no bookworm sensor"
+    # The fleet's leader on a machine to upgrade, so the upgrade goes through its handover.
+    leader = [n for n in upgraded if n in lab.lab.groups["sensors"]][-1]
+    if leader_machine(lab) != leader:
+        moved = ctl(lab, "switchover", "--to", sensor_ids()[leader], "--wait", "30")
+        assert moved.returncode == 0, moved.stdout + moved.stderr
     since = steady_since(lab)
     started = time.monotonic()
     result = lab.lab.run_playbook("--limit", ",".join(upgraded), playbook=UPGRADE_PLAYBOOK,
@@ -1228,4 +1234,8 @@ def test_rolling_release_upgrade_keeps_every_round(lab: Provisioned) -> None:
     # the whole upgrade was lost or stored twice.
     wait_full_rounds(lab.collector, LAB_STEADY_ROUNDS, devices=lab.sensors,
                      after=time.time(), timeout=120)
-    lab_check("lab: rolling release upgrade to trixie", lab, since, LAB_UPGRADE_GAP_S)
+    rows = lab_check("lab: rolling release upgrade to trixie", lab, since, LAB_UPGRADE_GAP_S)
+    # The leader was upgraded last and handed over: another node leads, in a later epoch.
+    assert leader_machine(lab) != leader
+    epochs = [r["epoch"] for r in rows if r["round"] >= since]
+    assert max(epochs) > min(epochs), "no handover during the upgrade"

@@ -15,6 +15,7 @@ from typing import ClassVar
 import pytest
 
 from zk_sensor.testing.fleet import wait_for
+from zk_sensor.testing.httpserver import QuietHTTPServer
 from zk_sensor.testing.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ class Mirror(http.server.BaseHTTPRequestHandler):
 @pytest.fixture
 def mirror() -> Iterator[tuple[str, http.server.HTTPServer]]:
     Mirror.served = []
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Mirror)
+    server = QuietHTTPServer(("127.0.0.1", 0), Mirror)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"127.0.0.1:{server.server_address[1]}", server

@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import pytest
 
 from zk_sensor.fleet.aggregate import Aggregate
 from zk_sensor.node.delivery import Courier
+from zk_sensor.testing.httpserver import QuietHTTPServer
 from zk_sensor.testing.pki import CertificateAuthority, Issued
 
 TOKEN = "sender-test-s3cret"
@@ -76,7 +77,7 @@ class Server:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http = QuietHTTPServer(("127.0.0.1", 0), Handler)
         if self.issued is not None:
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.issued.cert, self.issued.key)

@@ -19,7 +19,7 @@ import threading
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from zk_sensor.node.delivery import Courier
 from zk_sensor.node.settings import Settings
 from zk_sensor.testing.collector import CollectorProcess
 from zk_sensor.testing.fleet import BIN, Fleet, ctl, status, wait_for
+from zk_sensor.testing.httpserver import QuietHTTPServer
 from zk_sensor.testing.pki import CertificateAuthority, Issued
 
 TOKEN = "tls-test-bearer-s3cret"
@@ -109,7 +110,7 @@ class Recorder:
             def log_message(self, format: str, *args: Any) -> None:
                 return
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = QuietHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
