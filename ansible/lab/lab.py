@@ -1175,11 +1175,13 @@ class Lab:
         root = mdir / "root"
         # The cgroup layout follows the release the root holds at each boot, not the
         # inventory: a machine upgraded in place (ansible/upgrade.yml) reboots into
-        # trixie's systemd.
+        # trixie's systemd.  The machine's os-release is parsed, never sourced: this shell
+        # runs as root on the host, and the file is the machine's to write.
         codenames = "|".join(UNIFIED_CGROUP_SUITES)
+        os_release = shlex.quote(str(root / "usr/lib/os-release"))
         script += ("while :; do "
-                   f"case \"$(. {shlex.quote(str(root / 'etc/os-release'))} && "
-                   "echo \"$VERSION_CODENAME\")\" in "
+                   "case \"$(sed -n 's/^VERSION_CODENAME=\\\"\\{0,1\\}\\([a-z]*\\).*/\\1/p' "
+                   f"{os_release})\" in "
                    f"{codenames}) export SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1;; "
                    "*) unset SYSTEMD_NSPAWN_UNIFIED_HIERARCHY;; esac; "
                    + shlex.join(self.nspawn_argv(host, root)) + " & "
